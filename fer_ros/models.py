@@ -1,0 +1,218 @@
+"""Keras builders for the static FER CNNs.
+
+Each builder is a function of its hyperparameters that returns an
+uncompiled ``keras.Model`` taking uint8-valued [N,48,48,1] faces (the
+normalisation to [-1, 1] is the model's first layer) and returning class
+probabilities.  Every model names its last convolutional feature map
+``features`` (see :func:`feature_layer_name`), which the CNN-LSTM uses.
+
+References:
+    Arriaga, Ploeger, Valdenegro (2017). Real-time Convolutional Neural
+    Networks for Emotion and Gender Classification (mini-Xception).
+    Huang et al. (2017). Densely Connected Convolutional Networks.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers, regularizers
+
+from fer_ros.preprocessing import FACE_SIZE
+
+#: Name of the layer whose output is the per-face feature map.
+FEATURES_LAYER = "features"
+
+
+def feature_layer_name() -> str:
+    """Return the name of the layer the CNN-LSTM takes its features from."""
+    return FEATURES_LAYER
+
+
+def _input_block(name: str) -> tuple:
+    inputs = keras.Input(shape=(FACE_SIZE, FACE_SIZE, 1), name="face")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalise")(inputs)
+    return inputs, x
+
+
+def _conv_bn_act(x, filters: int, l2: float, name: str, activation: str = "relu",
+                 kernel: int = 3, strides: int = 1, padding: str = "same"):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding=padding,
+                      use_bias=False, kernel_regularizer=regularizers.l2(l2),
+                      name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return _activation(x, activation, f"{name}_act")
+
+
+def _activation(x, activation: str, name: str):
+    if activation == "leaky_relu":
+        return layers.LeakyReLU(negative_slope=0.1, name=name)(x)
+    return layers.Activation(activation, name=name)(x)
+
+
+def xception_block(x, filters: int, l2: float, name: str,
+                   activation: str = "relu"):
+    """Residual block: two depthwise-separable convs + max-pool, 1x1 shortcut.
+
+    :param x: input tensor.
+    :param filters: output channels.
+    :param l2: L2 weight decay on the pointwise/shortcut kernels.
+    :param name: layer-name prefix.
+    :param activation: ``"relu"`` or ``"leaky_relu"``.
+    :return: the block output at half the spatial size.
+    """
+    shortcut = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False,
+                             name=f"{name}_shortcut")(x)
+    shortcut = layers.BatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
+    for i in (1, 2):
+        x = layers.SeparableConv2D(
+            filters, 3, padding="same", use_bias=False,
+            depthwise_regularizer=regularizers.l2(l2),
+            pointwise_regularizer=regularizers.l2(l2), name=f"{name}_sep{i}")(x)
+        x = layers.BatchNormalization(name=f"{name}_sep{i}_bn")(x)
+        if i == 1:
+            x = _activation(x, activation, f"{name}_sep1_act")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"{name}_pool")(x)
+    return layers.Add(name=f"{name}_add")([x, shortcut])
+
+
+def dense_block(x, num_layers: int, growth: int, l2: float, name: str):
+    """DenseNet block: each layer sees all earlier maps (BN-LeakyReLU-conv3x3).
+
+    :param x: input tensor.
+    :param num_layers: number of conv layers.
+    :param growth: feature maps each layer adds (growth rate).
+    :param l2: L2 weight decay.
+    :param name: layer-name prefix.
+    :return: the input concatenated with every layer's output.
+    """
+    for i in range(num_layers):
+        y = layers.BatchNormalization(name=f"{name}_l{i}_bn")(x)
+        y = layers.LeakyReLU(negative_slope=0.1, name=f"{name}_l{i}_act")(y)
+        y = layers.Conv2D(growth, 3, padding="same", use_bias=False,
+                          kernel_regularizer=regularizers.l2(l2),
+                          name=f"{name}_l{i}_conv")(y)
+        x = layers.Concatenate(name=f"{name}_l{i}_cat")([x, y])
+    return x
+
+
+def _classifier_head(x, num_classes: int, l2: float, dropout: float):
+    """Conv with one filter per class, global average pooling, softmax."""
+    x = layers.Activation("linear", name=FEATURES_LAYER)(x)
+    if dropout > 0:
+        x = layers.SpatialDropout2D(dropout, name="head_dropout")(x)
+    x = layers.Conv2D(num_classes, 3, padding="same",
+                      kernel_regularizer=regularizers.l2(l2), name="class_conv")(x)
+    x = layers.GlobalAveragePooling2D(name="class_pool")(x)
+    return layers.Activation("softmax", name="probabilities", dtype="float32")(x)
+
+
+def build_mini_xception(num_classes: int, stem_filters: int = 8,
+                        block_filters: Sequence[int] = (16, 32, 64, 128),
+                        l2: float = 0.01) -> keras.Model:
+    """Mini-Xception (Arriaga et al. 2017): the thesis' ~52K-parameter base.
+
+    Two plain 3x3 convs, four residual depthwise-separable blocks, then a
+    conv with one filter per class, global average pooling and softmax; no
+    fully connected layers.
+
+    :param num_classes: number of output classes.
+    :param stem_filters: channels of the two stem convs.
+    :param block_filters: channels of each residual block.
+    :param l2: L2 weight decay.
+    :return: an uncompiled model.
+    """
+    inputs, x = _input_block("mini_xception")
+    x = _conv_bn_act(x, stem_filters, l2, "stem1", padding="valid")
+    x = _conv_bn_act(x, stem_filters, l2, "stem2", padding="valid")
+    for i, filters in enumerate(block_filters):
+        x = xception_block(x, filters, l2, f"block{i + 1}")
+    outputs = _classifier_head(x, num_classes, l2, 0.0)
+    name = f"mini_xception_c{num_classes}_s{stem_filters}_" + "-".join(
+        map(str, block_filters))
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_dense_xception(num_classes: int, stem_filters: int = 8,
+                         block_filters: Sequence[int] = (16, 32, 64, 128),
+                         growth: int = 6, dense_layers: int = 4,
+                         l2: float = 0.01, dropout: float = 0.0) -> keras.Model:
+    """The thesis' proposed CNN: mini-Xception with dense blocks, LeakyReLU.
+
+    After the stem and after each residual block but the last, a dense block
+    (``dense_layers`` layers of ``growth`` maps, BN-LeakyReLU-conv3x3) widens
+    the representation cheaply; the residual blocks use LeakyReLU too.
+
+    :param num_classes: number of output classes.
+    :param stem_filters: channels of the two stem convs.
+    :param block_filters: channels of each residual separable block.
+    :param growth: dense-block growth rate (feature maps per layer).
+    :param dense_layers: layers per dense block.
+    :param l2: L2 weight decay.
+    :param dropout: spatial dropout before the class conv (0 = none).
+    :return: an uncompiled model.
+    """
+    inputs, x = _input_block("dense_xception")
+    x = _conv_bn_act(x, stem_filters, l2, "stem1", "leaky_relu", padding="valid")
+    x = _conv_bn_act(x, stem_filters, l2, "stem2", "leaky_relu", padding="valid")
+    for i, filters in enumerate(block_filters):
+        if dense_layers > 0:
+            x = dense_block(x, dense_layers, growth, l2, f"dense{i + 1}")
+        x = xception_block(x, filters, l2, f"block{i + 1}", "leaky_relu")
+    outputs = _classifier_head(x, num_classes, l2, dropout)
+    name = (f"dense_xception_c{num_classes}_s{stem_filters}_"
+            + "-".join(map(str, block_filters))
+            + f"_g{growth}x{dense_layers}")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_vgg_residual(num_classes: int,
+                       stage_filters: Sequence[int] = (32, 64, 128, 256),
+                       convs_per_stage: int = 2, l2: float = 1e-4,
+                       dropout: float = 0.3) -> keras.Model:
+    """A compact VGG-style CNN (plain 3x3 convs, BN, max-pool) for accuracy.
+
+    Plain convs run far faster per parameter than depthwise ones on CPUs
+    (oneDNN, LiteRT XNNPACK), so at equal latency this family can be wider.
+
+    :param num_classes: number of output classes.
+    :param stage_filters: channels per stage; each stage halves the size.
+    :param convs_per_stage: 3x3 convs per stage.
+    :param l2: L2 weight decay.
+    :param dropout: spatial dropout before the class conv.
+    :return: an uncompiled model.
+    """
+    inputs, x = _input_block("vgg")
+    for s, filters in enumerate(stage_filters):
+        for c in range(convs_per_stage):
+            x = _conv_bn_act(x, filters, l2, f"stage{s + 1}_{c + 1}")
+        if s < len(stage_filters) - 1:
+            x = layers.MaxPooling2D(2, name=f"stage{s + 1}_pool")(x)
+    outputs = _classifier_head(x, num_classes, l2, dropout)
+    name = f"vgg_c{num_classes}_" + "-".join(map(str, stage_filters)) + \
+        f"_x{convs_per_stage}"
+    return keras.Model(inputs, outputs, name=name)
+
+
+#: Builders by the name used in training configs.
+BUILDERS = {
+    "mini_xception": build_mini_xception,
+    "dense_xception": build_dense_xception,
+    "vgg": build_vgg_residual,
+}
+
+
+def build_model(architecture: str, num_classes: int, **hyperparameters) -> keras.Model:
+    """Build a model by architecture name (see :data:`BUILDERS`).
+
+    :param architecture: builder name.
+    :param num_classes: number of output classes.
+    :param hyperparameters: keyword arguments of that builder.
+    :return: an uncompiled model.
+    :raises ValueError: for an unknown architecture name.
+    """
+    if architecture not in BUILDERS:
+        raise ValueError(f"unknown architecture {architecture!r}; "
+                         f"choose one of {sorted(BUILDERS)}")
+    return BUILDERS[architecture](num_classes, **hyperparameters)

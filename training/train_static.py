@@ -1,0 +1,247 @@
+"""Train a static FER CNN from a YAML config: ``python -m training.train_static CONFIG``.
+
+Writes into ``runs/<name>/``: the config as run, ``model_summary.txt``,
+``training_log.csv``, ``best.keras`` (best validation accuracy),
+``metrics.json``, ``confusion.png`` and ``curves.png``.  A run that is
+interrupted resumes from its last finished epoch when started again with
+the same config (Keras ``BackupAndRestore``, written every epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import yaml
+
+from training.augmentation import AugmentationConfig
+
+
+@dataclass
+class TrainConfig:
+    """One static-FER experiment.  Every field can be set in the YAML file."""
+
+    name: str
+    label_set: str = "3class"
+    train_data: List[str] = field(default_factory=lambda: ["../shared/data/fer2013.npz"])
+    train_split: str = "Training"
+    val_data: str = "../shared/data/fer2013.npz"
+    val_split: str = "PublicTest"
+    architecture: str = "vgg"
+    model: Dict[str, Any] = field(default_factory=dict)
+    epochs: int = 40
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"          # "cosine" or "plateau"
+    plateau_factor: float = 0.1
+    plateau_patience: int = 12
+    early_stopping_patience: int = 20
+    label_smoothing: float = 0.0
+    class_weighting: bool = True
+    drop_blank: bool = True
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    tta_flip: bool = True
+    seed: int = 1
+    threads: int = 0                     # 0 = TensorFlow's default
+    max_train_samples: int = 0           # 0 = all; >0 for smoke tests
+    output_root: str = "runs"
+
+    @classmethod
+    def from_yaml(cls, path: Path, overrides: Optional[Dict[str, Any]] = None
+                  ) -> "TrainConfig":
+        """Read a config file; unknown keys are an error."""
+        raw = yaml.safe_load(path.read_text()) or {}
+        raw.update(overrides or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown config key(s) {unknown}")
+        if "augmentation" in raw:
+            raw["augmentation"] = AugmentationConfig(**(raw["augmentation"] or {}))
+        return cls(**raw)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain-dict form, written into the run folder."""
+        return dataclasses.asdict(self)
+
+
+def load_split(paths: List[str], split: str, label_set: str, drop_blank: bool):
+    """Load, mix and relabel datasets; return images, y, fingerprint, junk counts."""
+    from fer_ros.datasets import concatenate, find_junk, load_any
+    from fer_ros.labels import label_set as labels_for
+
+    data = concatenate(load_any(p) for p in paths)
+    if split:
+        data = data.subset((data.split == split) | (data.split == ""))
+    junk = find_junk(data.images)
+    counts = {name: int(mask.sum()) for name, mask in junk.items()}
+    if drop_blank:
+        data = data.subset(~junk["blank"])
+    images, y = data.targets(labels_for(label_set))
+    return images, y, data.fingerprint(), counts
+
+
+def make_dataset(images: np.ndarray, y: np.ndarray, num_classes: int,
+                 batch_size: int, augmenter=None, weights=None,
+                 shuffle_seed: Optional[int] = None, label_smoothing: float = 0.0):
+    """A ``tf.data`` pipeline of (face float [B,48,48,1], one-hot[, weight])."""
+    import tensorflow as tf
+
+    x = images[..., None].astype(np.float32)
+    onehot = np.eye(num_classes, dtype=np.float32)[y]
+    tensors = (x, onehot) if weights is None else (
+        x, onehot, np.array([weights[int(c)] for c in y], dtype=np.float32))
+    ds = tf.data.Dataset.from_tensor_slices(tensors)
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augmenter is not None:
+        ds = ds.map(lambda a, *rest: (augmenter(a, training=True), *rest),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def predict_probabilities(model, images: np.ndarray, tta_flip: bool,
+                          batch_size: int = 256) -> np.ndarray:
+    """Class probabilities with optional horizontal-flip test-time averaging."""
+    import tensorflow as tf
+
+    forward = tf.function(lambda a: model(a, training=False))
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size, :, :, None].astype(np.float32)
+        probs = forward(batch).numpy()
+        if tta_flip:
+            probs = 0.5 * (probs + forward(batch[:, :, ::-1]).numpy())
+        out.append(probs)
+    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]))
+
+
+def train(config: TrainConfig) -> Path:
+    """Run one experiment and return its run folder."""
+    if config.threads > 0:
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(config.threads))
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    import keras
+
+    from fer_ros.datasets import class_weights
+    from fer_ros.evaluation import (classification_metrics, git_revision,
+                                    plot_confusion, plot_curves,
+                                    read_history_csv, write_metrics)
+    from fer_ros.labels import label_set as labels_for
+    from fer_ros.models import build_model
+    from training.augmentation import build_augmenter
+
+    labels = labels_for(config.label_set)
+    run_dir = Path(config.output_root) / config.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    keras.utils.set_random_seed(config.seed)
+
+    x_train, y_train, train_hash, train_junk = load_split(
+        config.train_data, config.train_split, config.label_set, config.drop_blank)
+    if config.max_train_samples:
+        keep = np.random.default_rng(config.seed).permutation(len(x_train))
+        x_train, y_train = x_train[keep[:config.max_train_samples]], y_train[
+            keep[:config.max_train_samples]]
+    x_val, y_val, val_hash, val_junk = load_split(
+        [config.val_data], config.val_split, config.label_set, drop_blank=False)
+    print(f"train: {len(x_train)} faces {np.bincount(y_train, minlength=len(labels))}"
+          f" (junk in source: {train_junk}); validation: {len(x_val)} faces", flush=True)
+
+    weights = class_weights(y_train, len(labels)) if config.class_weighting else None
+    augmenter = build_augmenter(config.augmentation, config.seed)
+    train_ds = make_dataset(x_train, y_train, len(labels), config.batch_size,
+                            augmenter, weights, shuffle_seed=config.seed)
+    val_ds = make_dataset(x_val, y_val, len(labels), 512)
+
+    model = build_model(config.architecture, len(labels), **config.model)
+    summary: List[str] = []
+    model.summary(print_fn=lambda line, **_: summary.append(line))
+    (run_dir / "model_summary.txt").write_text("\n".join(summary) + "\n")
+    print(f"model {model.name}: {model.count_params():,} parameters", flush=True)
+
+    steps = int(np.ceil(len(x_train) / config.batch_size)) * config.epochs
+    if config.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=steps, alpha=0.01)
+    elif config.lr_schedule == "plateau":
+        learning_rate = config.learning_rate
+    else:
+        raise ValueError(f"lr_schedule must be 'cosine' or 'plateau', "
+                         f"not {config.lr_schedule!r}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"])
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"),
+                                        monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.CSVLogger(str(run_dir / "training_log.csv"), append=True),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+                                      patience=config.early_stopping_patience),
+    ]
+    if config.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=config.plateau_factor,
+            patience=config.plateau_patience, min_lr=1e-6))
+    started = time.time()
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+              callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    train_seconds = time.time() - started
+
+    best = keras.models.load_model(run_dir / "best.keras")
+    probs = predict_probabilities(best, x_val, config.tta_flip)
+    metrics = classification_metrics(y_val, probs.argmax(axis=1), labels)
+    plain = predict_probabilities(best, x_val, False)
+    metrics.update({
+        "model": best.name, "architecture": config.architecture,
+        "label_set": config.label_set, "evaluated_on": f"{config.val_data}:{config.val_split}",
+        "accuracy_without_tta": round(float((plain.argmax(1) == y_val).mean()), 4),
+        "tta_flip": config.tta_flip, "params": int(best.count_params()),
+        "size_bytes": (run_dir / "best.keras").stat().st_size,
+        "train_samples": int(len(x_train)), "train_data_hash": train_hash,
+        "val_data_hash": val_hash, "junk_in_train_source": train_junk,
+        "junk_in_val": val_junk, "seed": config.seed, "git_revision": git_revision(),
+        "train_seconds_this_session": round(train_seconds, 1),
+    })
+    write_metrics(run_dir / "metrics.json", metrics)
+    title = f"{best.name} on {config.val_split}: acc {metrics['accuracy']:.3f}"
+    plot_confusion(metrics["confusion_matrix"], labels, run_dir / "confusion.png", title)
+    plot_curves(read_history_csv(run_dir / "training_log.csv"), run_dir / "curves.png",
+                best.name)
+    print(json.dumps({k: metrics[k] for k in ("accuracy", "accuracy_without_tta",
+                                              "macro_f1", "params")}), flush=True)
+    return run_dir
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path, help="experiment YAML file")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override config keys (YAML values), e.g. epochs=1")
+    args = parser.parse_args(argv)
+    try:
+        overrides = {k: yaml.safe_load(v) for k, v in
+                     (item.split("=", 1) for item in args.set)}
+        config = TrainConfig.from_yaml(args.config, overrides)
+        run_dir = train(config)
+    except (OSError, ValueError) as error:
+        print(f"train_static: error: {error}", file=sys.stderr)
+        return 1
+    print(f"run written to {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
