@@ -1,0 +1,296 @@
+"""Static facial-emotion classification of batches of 48x48 gray faces.
+
+:class:`EmotionClassifier` is the one inference entry point used by the
+node, ``fer-analyze`` and ``fer-evaluate``.  It runs either a LiteRT
+(``.tflite``) model, the format fer_ros ships, or a Keras ``.keras`` model
+through a compiled ``tf.function``; never ``model.predict`` per frame.
+
+Shipped models live in ``fer_ros/weights/<name>.tflite`` with a JSON
+sidecar (labels, test-time flip, feature size, validation metrics).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from fer_ros.labels import FER2013_LABELS, THREE_CLASS_LABELS
+from fer_ros.preprocessing import FACE_SIZE
+
+#: Folder of the models shipped inside the package.
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: Names accepted by :meth:`EmotionClassifier.load` for shipped models.
+SHIPPED_MODELS = {"3class": "fer2013_3class", "7class": "fer2013_7class"}
+#: Batch sizes the LiteRT interpreters are allocated for; a batch is padded
+#: up to the next one, so no tensor is re-allocated per frame.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+class ModelLoadError(RuntimeError):
+    """A model file is missing, corrupt or does not look like a FER model."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the sidecar JSON says about a model.
+
+    :param labels: class names in output order.
+    :param tta_flip: average predictions over the face and its mirror image.
+    :param feature_size: length of the per-face feature vector (0 if none).
+    :param extra: every other sidecar entry (metrics, architecture...).
+    """
+
+    labels: Tuple[str, ...]
+    tta_flip: bool = False
+    feature_size: int = 0
+    extra: Optional[Dict[str, Any]] = None
+
+
+class _LiteRTBackend:
+    """LiteRT interpreters, one per batch bucket, created lazily."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise ModelLoadError("LiteRT is not installed: `pip install ai-edge-litert`") \
+                from None
+        self._interpreter_cls = Interpreter
+        self._content = path.read_bytes()
+        self._threads = threads
+        self._interpreters: Dict[int, Any] = {}
+        try:
+            probe = self._interpreter(1)
+        except (ValueError, RuntimeError) as error:
+            raise ModelLoadError(f"{path}: not a valid TFLite model ({error})") from None
+        # TFLite lists outputs in no fixed order; their names end in the
+        # exported function's output position (":0" probabilities, ":1"
+        # features), which restores the order.
+        details = sorted(probe.get_output_details(), key=_output_position)
+        self._output_indices = [d["index"] for d in details]
+        self.num_outputs = len(details)
+        self.output_sizes = [int(d["shape"][-1]) for d in details]
+
+    def _interpreter(self, batch: int):
+        interpreter = self._interpreters.get(batch)
+        if interpreter is None:
+            interpreter = self._interpreter_cls(model_content=self._content,
+                                                num_threads=self._threads)
+            index = interpreter.get_input_details()[0]["index"]
+            interpreter.resize_tensor_input(index, [batch, FACE_SIZE, FACE_SIZE, 1])
+            interpreter.allocate_tensors()
+            self._interpreters[batch] = interpreter
+        return interpreter
+
+    def __call__(self, x: np.ndarray) -> List[np.ndarray]:
+        n = len(x)
+        bucket = next((b for b in BATCH_BUCKETS if b >= n), n)
+        if bucket != n:
+            x = np.concatenate([x, np.zeros((bucket - n,) + x.shape[1:], x.dtype)])
+        return self._run(self._interpreter(bucket), x, n)
+
+    def _run(self, interpreter, x: np.ndarray, n: int) -> List[np.ndarray]:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+        interpreter.invoke()
+        return [interpreter.get_tensor(i)[:n] for i in self._output_indices]
+
+
+class _KerasBackend:
+    """A Keras model behind one compiled forward function."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import keras
+            import tensorflow as tf
+        except ImportError:
+            raise ModelLoadError(f"{path}: loading .keras models needs TensorFlow "
+                                 "(`pip install tensorflow-cpu`)") from None
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except Exception as error:  # keras raises many types for bad files
+            raise ModelLoadError(f"{path}: not a valid Keras model ({error})") from None
+        self.model = inference_model(model)
+        self._forward = tf.function(
+            lambda x: self.model(x, training=False),
+            input_signature=[tf.TensorSpec([None, FACE_SIZE, FACE_SIZE, 1], tf.float32)])
+        outputs = self.model.outputs
+        self.num_outputs = len(outputs)
+        self.output_sizes = [int(o.shape[-1]) for o in outputs]
+
+    def __call__(self, x: np.ndarray) -> List[np.ndarray]:
+        result = self._forward(x)
+        if not isinstance(result, (list, tuple)):
+            result = [result]
+        return [np.asarray(r) for r in result]
+
+
+def _output_position(detail: Dict[str, Any]) -> int:
+    """Output position from a TFLite tensor name such as ``"...:1"``."""
+    tail = str(detail["name"]).rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def inference_model(model):
+    """Wrap a trained classifier so it outputs ``[probabilities, features]``.
+
+    The features are the global average of the ``features`` layer (the last
+    convolutional block), the vector the CNN-LSTM consumes.
+
+    :param model: a model built by :mod:`fer_ros.models`.
+    :return: a two-output ``keras.Model`` (or the model itself if it has no
+        ``features`` layer).
+    """
+    import keras
+
+    from fer_ros.models import FEATURES_LAYER
+
+    if len(model.outputs) > 1:
+        return model
+    try:
+        feature_map = model.get_layer(FEATURES_LAYER).output
+    except ValueError:
+        return model
+    pooled = keras.layers.GlobalAveragePooling2D(name="face_features")(feature_map)
+    return keras.Model(model.inputs, [model.outputs[0], pooled], name=model.name)
+
+
+def read_model_info(model_path: Path, num_classes: int) -> ModelInfo:
+    """Read the JSON sidecar of a model, or infer labels from its class count.
+
+    :param model_path: the model file; the sidecar is ``<stem>.json``.
+    :param num_classes: size of the model's probability output.
+    :raises ModelLoadError: when the sidecar is unreadable or disagrees.
+    """
+    sidecar = model_path.with_suffix(".json")
+    if sidecar.is_file():
+        try:
+            raw = json.loads(sidecar.read_text())
+            labels = tuple(raw.pop("labels"))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ModelLoadError(f"{sidecar}: unreadable model sidecar ({error})") \
+                from None
+        if len(labels) != num_classes:
+            raise ModelLoadError(f"{sidecar}: {len(labels)} labels for a model with "
+                                 f"{num_classes} outputs")
+        return ModelInfo(labels, bool(raw.pop("tta_flip", False)),
+                         int(raw.pop("feature_size", 0)), raw)
+    defaults = {3: THREE_CLASS_LABELS, 7: FER2013_LABELS}
+    if num_classes not in defaults:
+        raise ModelLoadError(f"{model_path}: {num_classes} outputs and no "
+                             f"{sidecar.name} naming the labels")
+    return ModelInfo(defaults[num_classes])
+
+
+class EmotionClassifier:
+    """Classify batches of 48x48 uint8 gray faces into emotions.
+
+    Use :meth:`load`; the constructor takes an already built backend.
+    """
+
+    def __init__(self, backend: Any, info: ModelInfo, source: str) -> None:
+        self._backend = backend
+        self.info = info
+        self.source = source
+        self.labels: Tuple[str, ...] = info.labels
+        self.feature_size = backend.output_sizes[1] if backend.num_outputs > 1 else 0
+        self.predict(np.zeros((1, FACE_SIZE, FACE_SIZE), np.uint8))  # warm-up
+
+    @classmethod
+    def load(cls, name_or_path: str | Path = "3class", threads: int = 1,
+             tta_flip: Optional[bool] = None) -> "EmotionClassifier":
+        """Load a shipped model (``"3class"``, ``"7class"``) or a model file.
+
+        :param name_or_path: shipped name, or a ``.tflite`` / ``.keras`` path.
+        :param threads: CPU threads for LiteRT.
+        :param tta_flip: override the sidecar's test-time flip setting.
+        :return: a ready (warmed-up) classifier.
+        :raises ModelLoadError: when the model is missing or unreadable.
+        """
+        key = str(name_or_path)
+        path = (WEIGHTS_DIR / f"{SHIPPED_MODELS[key]}.tflite" if key in SHIPPED_MODELS
+                else Path(name_or_path).expanduser())
+        if not path.is_file():
+            hint = f" (shipped models: {', '.join(SHIPPED_MODELS)})" \
+                if path.suffix == "" else ""
+            raise ModelLoadError(f"{path}: model file not found{hint}")
+        if path.suffix == ".tflite":
+            backend: Any = _LiteRTBackend(path, max(1, int(threads)))
+        elif path.suffix in (".keras", ".h5", ".hdf5"):
+            backend = _KerasBackend(path)
+        else:
+            raise ModelLoadError(f"{path}: unknown model format (use .tflite or .keras)")
+        info = read_model_info(path, backend.output_sizes[0])
+        if tta_flip is not None:
+            info = ModelInfo(info.labels, tta_flip, info.feature_size, info.extra)
+        return cls(backend, info, str(path))
+
+    def predict(self, faces: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Class probabilities and feature vectors for a batch of faces.
+
+        :param faces: uint8 [N,48,48] (or [N,48,48,1]) gray crops.
+        :return: ``(probabilities float32 [N, len(labels)], features float32
+            [N, feature_size])``.
+        :raises ValueError: for a wrongly shaped batch.
+        """
+        faces = np.asarray(faces)
+        if faces.ndim == 4 and faces.shape[-1] == 1:
+            faces = faces[..., 0]
+        if faces.ndim != 3 or faces.shape[1:] != (FACE_SIZE, FACE_SIZE):
+            raise ValueError(f"faces must be [N,{FACE_SIZE},{FACE_SIZE}], got {faces.shape}")
+        n = len(faces)
+        if n == 0:
+            return (np.zeros((0, len(self.labels)), np.float32),
+                    np.zeros((0, self.feature_size), np.float32))
+        x = faces.astype(np.float32)[..., None]
+        if self.info.tta_flip:
+            x = np.concatenate([x, x[:, :, ::-1]])
+        outputs = self._backend(x)
+        probs = outputs[0].astype(np.float32)
+        features = (outputs[1].astype(np.float32) if len(outputs) > 1
+                    else np.zeros((len(x), 0), np.float32))
+        if self.info.tta_flip:
+            probs = 0.5 * (probs[:n] + probs[n:])
+            features = 0.5 * (features[:n] + features[n:])
+        probs /= probs.sum(axis=1, keepdims=True)
+        return probs, features
+
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+        """Class probabilities, float32 [N, len(labels)], rows summing to 1."""
+        return self.predict(faces)[0]
+
+    def features(self, faces: np.ndarray) -> np.ndarray:
+        """Per-face feature vectors, float32 [N, feature_size]."""
+        return self.predict(faces)[1]
+
+
+def export_tflite(model, path: Path, info: Dict[str, Any]) -> Path:
+    """Export a trained Keras classifier to ``.tflite`` plus its JSON sidecar.
+
+    :param model: a model built by :mod:`fer_ros.models` (one output).
+    :param path: output ``.tflite`` path.
+    :param info: sidecar content; must include ``labels``.
+    :return: the written path.
+    """
+    import tensorflow as tf
+
+    wrapped = inference_model(model)
+    # from_keras_model, not from_concrete_functions: the latter loses Keras 3
+    # variables here and the interpreter returns NaN.
+    converter = tf.lite.TFLiteConverter.from_keras_model(wrapped)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(converter.convert())
+    sidecar = dict(info)
+    sidecar.setdefault("feature_size", int(wrapped.outputs[-1].shape[-1])
+                       if len(wrapped.outputs) > 1 else 0)
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return path
+
+
+def check_labels(labels: Sequence[str]) -> None:
+    """Raise ValueError unless ``labels`` is a known label order."""
+    if tuple(labels) not in (THREE_CLASS_LABELS, FER2013_LABELS):
+        raise ValueError(f"unexpected label order {tuple(labels)}")
