@@ -1,0 +1,121 @@
+"""The ``emotion_recorder`` node: write ``emotions`` and the overlay to files.
+
+Writes ``<output_dir>/emotions.jsonl`` (one JSON object per EmotionArray,
+flushed per message) and ``<output_dir>/overlay.mp4`` (the fer node's
+``~/overlay`` images).  ``fer-analyze --from-jsonl`` turns the JSONL into a
+session report.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from fer_ros.image_conversion import ImageConversionError, image_msg_to_bgr
+from fer_ros.msg import EmotionArray
+from fer_ros.nodes.messages import emotion_array_record
+
+
+class EmotionRecorderNode(Node):
+    """Record EmotionArray messages as JSON lines and overlay images as MP4."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("emotion_recorder", **kwargs)
+        read_only = {"read_only": True}
+        self.declare_parameter("output_dir", "fer_recording", ParameterDescriptor(
+            description="folder for emotions.jsonl and overlay.mp4", **read_only))
+        self.declare_parameter("overlay_topic", "fer/overlay", ParameterDescriptor(
+            description="annotated image topic to record; '' records none", **read_only))
+        self.declare_parameter("overlay_fps", 30.0, ParameterDescriptor(
+            description="frame rate written into overlay.mp4, frames/s",
+            floating_point_range=[FloatingPointRange(from_value=1.0, to_value=240.0,
+                                                     step=0.0)], **read_only))
+        self.declare_parameter("ready_file", "", ParameterDescriptor(
+            description="touch this file once a publisher of 'emotions' is matched "
+                        "(for scripts that start a pipeline); '' = none", **read_only))
+        output = Path(self.get_parameter("output_dir").value)
+        output.mkdir(parents=True, exist_ok=True)
+        self.output = output
+        self.records = 0
+        self.overlay_frames = 0
+        self._jsonl = open(output / "emotions.jsonl", "w")
+        self._writer: Optional[cv2.VideoWriter] = None
+        self._ready_file = self.get_parameter("ready_file").value
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(EmotionArray, "emotions", self._on_emotions, reliable)
+        overlay_topic = self.get_parameter("overlay_topic").value
+        if overlay_topic:
+            self.create_subscription(Image, overlay_topic, self._on_overlay, reliable)
+        if self._ready_file:
+            self._ready_timer = self.create_timer(0.05, self._check_ready)
+        self.get_logger().info(f"recording {self.resolve_topic_name('emotions')} "
+                               f"and {overlay_topic or 'no overlay'} into {output}")
+
+    def _check_ready(self) -> None:
+        overlay_topic = self.get_parameter("overlay_topic").value
+        if self.count_publishers(self.resolve_topic_name("emotions")) > 0 and (
+                not overlay_topic or self.count_publishers(self.resolve_topic_name(overlay_topic)) > 0):
+            Path(self._ready_file).touch()
+            self._ready_timer.cancel()
+
+    def _on_emotions(self, msg: Any) -> None:
+        self._jsonl.write(json.dumps(emotion_array_record(msg)) + "\n")
+        self._jsonl.flush()
+        self.records += 1
+
+    def _on_overlay(self, msg: Any) -> None:
+        try:
+            frame = image_msg_to_bgr(msg)
+        except ImageConversionError as error:
+            self.get_logger().warn(f"bad overlay frame: {error}", throttle_duration_sec=5.0)
+            return
+        if self._writer is None:
+            fourcc = cv2.VideoWriter.fourcc(*"mp4v")
+            self._writer = cv2.VideoWriter(str(self.output / "overlay.mp4"), fourcc,
+                                           float(self.get_parameter("overlay_fps").value),
+                                           (frame.shape[1], frame.shape[0]))
+        self._writer.write(frame)
+        self.overlay_frames += 1
+
+    def close(self) -> None:
+        """Flush and close the output files."""
+        self._jsonl.close()
+        if self._writer is not None:
+            self._writer.release()
+        self.get_logger().info(f"wrote {self.records} records and "
+                               f"{self.overlay_frames} overlay frames")
+
+
+def main(args: Optional[list] = None) -> int:
+    """Record until interrupted; return the exit code."""
+    rclpy.init(args=args)
+    node: Optional[EmotionRecorderNode] = None
+    try:
+        node = EmotionRecorderNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (OSError, ValueError, ParameterException) as error:
+        print(f"emotion_recorder: error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""The ``video_source`` node: a video file, an image or a camera as sensor_msgs/Image.
+
+Publishes ``image`` at the source's frame rate (or ``frame_rate``), stamps
+each frame with the time it was taken (camera) or the start time plus the
+frame's position in the video (files), and sets ``frame_id``.  Without
+``loop`` the node exits after the last frame.
+
+With ``wait_for_results`` the node replays files in lockstep with the
+pipeline: after each frame it waits (up to ``result_timeout_s``) for the
+``emotions`` message carrying that frame's stamp, so a slow machine
+processes every frame instead of dropping them (offline replay).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Optional
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from fer_ros.image_conversion import fill_image_msg
+from fer_ros.nodes.messages import seconds_to_stamp
+from fer_ros.video_io import FrameSource, SourceError
+
+ENCODINGS = ("bgr8", "rgb8", "mono8")
+
+
+def _descriptor(description: str, low: Optional[float] = None,
+                high: Optional[float] = None, integer: bool = False) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=description, read_only=True)
+    if low is not None and high is not None:
+        if integer:
+            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high),
+                                                     step=1)]
+        else:
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(low), to_value=float(high), step=0.0)]
+    return descriptor
+
+
+class VideoSourceNode(Node):
+    """Publish the frames of a video, image or camera."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("video_source", **kwargs)
+        self._declare_parameters()
+        p = {name: self.get_parameter(name).value for name in (
+            "source", "frame_rate", "loop", "frame_id", "encoding", "width", "height",
+            "image_frames", "wait_for_subscribers", "wait_timeout_s", "wait_for_results",
+            "result_timeout_s")}
+        if not p["source"]:
+            raise ValueError("parameter 'source' is required (video, image or /dev/videoN)")
+        if p["encoding"] not in ENCODINGS:
+            raise ValueError(f"parameter 'encoding' = {p['encoding']!r} is not one of "
+                             f"{', '.join(ENCODINGS)}")
+        self.params = p
+        self.source = FrameSource(p["source"], (p["width"], p["height"]), p["image_frames"])
+        self.rate = p["frame_rate"] or self.source.frame_rate
+        # Reliable, depth 5: matches both reliable and best-effort subscribers.
+        self.publisher = self.create_publisher(
+            Image, "image", QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        self.published = 0
+        self._results: set = set()
+        if p["wait_for_results"]:
+            from fer_ros.msg import EmotionArray
+
+            self.create_subscription(
+                EmotionArray, "emotions", self._on_result,
+                QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        self.get_logger().info(
+            f"publishing {self.source.kind} {p['source']} on {self.publisher.topic_name} "
+            f"at {self.rate:.2f} fps ({p['encoding']}, frame_id '{p['frame_id']}')")
+
+    def _declare_parameters(self) -> None:
+        self.declare_parameter("source", "", _descriptor(
+            "video file, image file, /dev/videoN or a camera index"))
+        self.declare_parameter("frame_rate", 0.0, _descriptor(
+            "publishing rate, frames/s; 0 = the source's own rate", 0.0, 1000.0))
+        self.declare_parameter("loop", False, _descriptor("restart files at the end"))
+        self.declare_parameter("frame_id", "camera", _descriptor("header frame_id"))
+        self.declare_parameter("encoding", "bgr8", _descriptor(
+            "published encoding: bgr8, rgb8 or mono8"))
+        self.declare_parameter("width", 0, _descriptor(
+            "resize frames to this width, pixels; 0 = keep", 0, 16384, integer=True))
+        self.declare_parameter("height", 0, _descriptor(
+            "resize frames to this height, pixels; 0 = keep", 0, 16384, integer=True))
+        self.declare_parameter("image_frames", 30, _descriptor(
+            "how many frames an image source publishes", 1, 10_000_000, integer=True))
+        self.declare_parameter("wait_for_subscribers", 0, _descriptor(
+            "wait for this many subscribers before the first frame", 0, 100, integer=True))
+        self.declare_parameter("wait_timeout_s", 30.0, _descriptor(
+            "give up waiting for subscribers after this long, seconds", 0.0, 3600.0))
+        self.declare_parameter("wait_for_results", False, _descriptor(
+            "files: publish the next frame only once 'emotions' answered this one"))
+        self.declare_parameter("result_timeout_s", 2.0, _descriptor(
+            "wait_for_results: give up on a frame's result after this long, seconds",
+            0.0, 60.0))
+
+    def _on_result(self, msg: Any) -> None:
+        self._results.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
+
+    def _await_result(self, msg: Any) -> None:
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        deadline = time.monotonic() + self.params["result_timeout_s"]
+        while key not in self._results and time.monotonic() < deadline and rclpy.ok():
+            rclpy.spin_once(self, timeout_sec=0.01)
+        self._results.discard(key)
+
+    def wait_for_subscribers(self) -> None:
+        """Block (spinning) until enough subscribers matched, or time out."""
+        wanted = self.params["wait_for_subscribers"]
+        deadline = time.monotonic() + self.params["wait_timeout_s"]
+        while wanted and self.publisher.get_subscription_count() < wanted:
+            if time.monotonic() > deadline:
+                self.get_logger().warn(f"only {self.publisher.get_subscription_count()} of "
+                                       f"{wanted} subscribers after the timeout; starting")
+                return
+            rclpy.spin_once(self, timeout_sec=0.05)
+
+    def run(self) -> None:
+        """Publish every frame at the target rate; loop if asked."""
+        period = 1.0 / self.rate
+        lockstep = self.params["wait_for_results"] and self.source.kind != "camera"
+        while rclpy.ok():
+            start_stamp = self.get_clock().now().nanoseconds * 1e-9
+            next_due = time.monotonic()
+            for frame in self.source.frames():
+                delay = next_due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                next_due = max(next_due + period, time.monotonic()) if lockstep \
+                    else next_due + period
+                stamp = (self.get_clock().now().nanoseconds * 1e-9
+                         if self.source.kind == "camera" else start_stamp + frame.index * period)
+                msg = self.publish(frame.image, stamp)
+                if lockstep:
+                    self._await_result(msg)
+            if not self.params["loop"] or self.source.kind == "camera":
+                break
+            self.source.rewind()
+        self.get_logger().info(f"source finished after {self.published} frames")
+
+    def publish(self, bgr, stamp: float) -> Any:
+        """Publish one BGR frame with the given stamp."""
+        encoding = self.params["encoding"]
+        if encoding == "rgb8":
+            image = bgr[:, :, ::-1]
+        elif encoding == "mono8":
+            import cv2
+
+            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        else:
+            image = bgr
+        msg = fill_image_msg(Image(), image, encoding)
+        seconds_to_stamp(stamp, msg.header.stamp)
+        msg.header.frame_id = self.params["frame_id"]
+        self.publisher.publish(msg)
+        self.published += 1
+        return msg
+
+
+def main(args: Optional[list] = None) -> int:
+    """Run the video source; return the exit code."""
+    rclpy.init(args=args)
+    node: Optional[VideoSourceNode] = None
+    try:
+        node = VideoSourceNode()
+        node.wait_for_subscribers()
+        node.run()
+        # Let reliable transport deliver the last frames before leaving.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.05)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (SourceError, ValueError, ParameterException) as error:
+        print(f"video_source: error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if node is not None:
+            node.source.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

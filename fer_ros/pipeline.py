@@ -1,0 +1,240 @@
+"""The per-frame FER pipeline shared by the ROS node and the offline CLIs.
+
+detect faces -> track (stable ids) -> crop 48x48 gray -> classify every
+face in one batch -> smooth per track -> stability per track -> buffer
+features and run the CNN-LSTM when a face is due.  Pure Python: no rclpy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple
+
+import numpy as np
+
+from fer_ros.classification import EmotionClassifier
+from fer_ros.detection import FaceDetection, FaceDetector
+from fer_ros.labels import valence_of
+from fer_ros.preprocessing import DEFAULT_CROP_MARGIN, crop_faces, to_gray
+from fer_ros.sequence import FeatureBuffer
+from fer_ros.stability import StabilityMeter, StabilityValues
+from fer_ros.tracking import FaceTracker
+
+
+class DynamicClassifier(Protocol):
+    """A sequence model over per-frame face features (the CNN-LSTM)."""
+
+    labels: Tuple[str, ...]
+    sequence_length: int
+
+    def predict_sequences(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities [B, len(labels)] for B feature sequences."""
+
+
+@dataclass
+class PipelineConfig:
+    """Tunables of :class:`EmotionPipeline` (the node's parameters).
+
+    :param crop_margin: context around each face box, share of its side.
+    :param max_faces: at most this many faces (largest first) per frame.
+    :param tracker_min_iou: smallest IoU to continue a track, 0..1.
+    :param track_max_age_s: a face unseen this long loses its id, seconds.
+    :param smoothing_time_constant_s: time constant of the per-track
+        exponential moving average of probabilities; 0 disables smoothing.
+    :param stability_window_s: window T of the stability metrics, seconds.
+    :param dynamic_min_frames: frames a face needs before the CNN-LSTM runs.
+    :param dynamic_stride: run the CNN-LSTM every this many new frames.
+    """
+
+    crop_margin: float = DEFAULT_CROP_MARGIN
+    max_faces: int = 16
+    tracker_min_iou: float = 0.2
+    track_max_age_s: float = 1.0
+    smoothing_time_constant_s: float = 0.3
+    stability_window_s: float = 5.0
+    dynamic_min_frames: int = 10
+    dynamic_stride: int = 5
+
+
+@dataclass
+class FaceResult:
+    """Everything the pipeline knows about one face in one frame."""
+
+    face_id: str
+    detection: FaceDetection
+    probabilities: np.ndarray
+    smoothed_probabilities: np.ndarray
+    label: str
+    frame_label: str
+    confidence: float
+    valence: float
+    tracked_seconds: float
+    stability: StabilityValues
+    sequence_length: int = 0
+    dynamic_probabilities: Optional[np.ndarray] = None
+    dynamic_label: str = ""
+
+
+@dataclass
+class FrameResult:
+    """The pipeline's output for one frame.
+
+    :param stamp: frame time, seconds.
+    :param faces: one entry per detected face, in detection order.
+    :param tracked_faces: live tracks, including briefly undetected faces.
+    :param timings_ms: wall time of each stage, milliseconds.
+    """
+
+    stamp: float
+    faces: List[FaceResult]
+    tracked_faces: int
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mean_stability(self) -> float:
+        """Mean stability over the faces (1.0 without faces)."""
+        return float(np.mean([f.stability.stability for f in self.faces])) \
+            if self.faces else 1.0
+
+    @property
+    def mean_label_change_rate(self) -> float:
+        """Mean label-change rate over the faces, changes per second."""
+        return float(np.mean([f.stability.label_change_rate for f in self.faces])) \
+            if self.faces else 0.0
+
+    @property
+    def mean_valence_mssd(self) -> float:
+        """Mean valence MSSD over the faces."""
+        return float(np.mean([f.stability.valence_mssd for f in self.faces])) \
+            if self.faces else 0.0
+
+    @property
+    def group_valence(self) -> float:
+        """Mean valence over the faces (0.0 without faces)."""
+        return float(np.mean([f.valence for f in self.faces])) if self.faces else 0.0
+
+
+class EmotionPipeline:
+    """Detect, track and classify every face of a stream of frames.
+
+    :param classifier: the static emotion CNN.
+    :param detector: the face detector.
+    :param config: tunables.
+    :param dynamic: optional CNN-LSTM over each face's recent features.
+    """
+
+    def __init__(self, classifier: EmotionClassifier, detector: FaceDetector,
+                 config: Optional[PipelineConfig] = None,
+                 dynamic: Optional[DynamicClassifier] = None) -> None:
+        self.classifier = classifier
+        self.detector = detector
+        self.config = config or PipelineConfig()
+        self.dynamic = dynamic
+        if dynamic is not None and tuple(dynamic.labels) != tuple(classifier.labels):
+            raise ValueError(f"CNN-LSTM labels {dynamic.labels} differ from the "
+                             f"static model's {classifier.labels}")
+        self.tracker = FaceTracker(self.config.tracker_min_iou, self.config.track_max_age_s)
+        self.stability = StabilityMeter(self.config.stability_window_s)
+        self.features = FeatureBuffer(dynamic.sequence_length if dynamic else 1)
+        self._smoothed: Dict[str, Tuple[float, np.ndarray]] = {}
+        self._dynamic_last: Dict[str, np.ndarray] = {}
+
+    def reset(self) -> None:
+        """Forget every face (ids are not reused)."""
+        self.tracker.reset()
+        self.stability.reset()
+        self.features.reset()
+        self._smoothed.clear()
+        self._dynamic_last.clear()
+
+    @property
+    def state_size(self) -> Dict[str, int]:
+        """Sizes of the per-face state, for diagnostics and soak tests."""
+        return {"tracks": len(self.tracker.tracks), "stability": len(self.stability.faces),
+                "feature_buffers": len(self.features.faces),
+                "smoothing": len(self._smoothed), "dynamic": len(self._dynamic_last)}
+
+    def process(self, bgr: np.ndarray, stamp: float) -> FrameResult:
+        """Run the pipeline on one BGR uint8 frame taken at ``stamp`` seconds."""
+        timings: Dict[str, float] = {}
+        clock = time.perf_counter()
+        detections = self.detector.detect(bgr, bgr=True)
+        detections = sorted(detections, key=lambda d: d.width * d.height,
+                            reverse=True)[:self.config.max_faces]
+        timings["detect"] = _lap(clock)
+        clock = time.perf_counter()
+        update = self.tracker.update([d.box for d in detections], stamp)
+        self._forget(update.ended)
+        faces = crop_faces(to_gray(bgr), [d.box for d in detections],
+                           self.config.crop_margin)
+        timings["track_crop"] = _lap(clock)
+        clock = time.perf_counter()
+        probabilities, features = self.classifier.predict(faces)
+        timings["classify"] = _lap(clock)
+        clock = time.perf_counter()
+        results = [self._face_result(face_id, detection, probs, stamp)
+                   for face_id, detection, probs in zip(update.face_ids, detections,
+                                                        probabilities)]
+        timings["temporal"] = _lap(clock)
+        if self.dynamic is not None and len(results):
+            clock = time.perf_counter()
+            self._run_dynamic(results, features)
+            timings["dynamic"] = _lap(clock)
+        return FrameResult(stamp, results, len(self.tracker.tracks), timings)
+
+    def _face_result(self, face_id: str, detection: FaceDetection,
+                     probs: np.ndarray, stamp: float) -> FaceResult:
+        labels = self.classifier.labels
+        smoothed = self._smooth(face_id, probs, stamp)
+        frame_label = labels[int(np.argmax(probs))]
+        best = int(np.argmax(smoothed))
+        frame_valence = float(valence_of(probs, labels))
+        stability = self.stability.update(face_id, stamp, frame_label, frame_valence)
+        track = self.tracker.tracks[face_id]
+        return FaceResult(
+            face_id=face_id, detection=detection, probabilities=probs,
+            smoothed_probabilities=smoothed, label=labels[best], frame_label=frame_label,
+            confidence=float(smoothed[best]), valence=float(valence_of(smoothed, labels)),
+            tracked_seconds=float(stamp - track.first_seen), stability=stability)
+
+    def _smooth(self, face_id: str, probs: np.ndarray, stamp: float) -> np.ndarray:
+        tau = self.config.smoothing_time_constant_s
+        previous = self._smoothed.get(face_id)
+        if tau <= 0 or previous is None or stamp <= previous[0]:
+            smoothed = probs.copy()
+        else:
+            alpha = 1.0 - math.exp(-(stamp - previous[0]) / tau)
+            smoothed = (alpha * probs + (1.0 - alpha) * previous[1]).astype(np.float32)
+        self._smoothed[face_id] = (stamp, smoothed)
+        return smoothed
+
+    def _run_dynamic(self, results: List[FaceResult], features: np.ndarray) -> None:
+        assert self.dynamic is not None
+        due: List[FaceResult] = []
+        for result, vector in zip(results, features):
+            result.sequence_length = self.features.append(result.face_id, vector)
+            if self.features.due(result.face_id, self.config.dynamic_min_frames,
+                                 self.config.dynamic_stride):
+                due.append(result)
+        if due:
+            sequences = [self.features.sequence(r.face_id) for r in due]
+            for result, probs in zip(due, self.dynamic.predict_sequences(sequences)):
+                self._dynamic_last[result.face_id] = np.asarray(probs, np.float32)
+        for result in results:
+            last = self._dynamic_last.get(result.face_id)
+            if last is not None:
+                result.dynamic_probabilities = last
+                result.dynamic_label = self.dynamic.labels[int(np.argmax(last))]
+
+    def _forget(self, face_ids: List[str]) -> None:
+        self.stability.drop(face_ids)
+        self.features.drop(face_ids)
+        for face_id in face_ids:
+            self._smoothed.pop(face_id, None)
+            self._dynamic_last.pop(face_id, None)
+
+
+def _lap(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0

@@ -1,0 +1,132 @@
+"""Frame sources (video file, image, V4L2 camera) without ROS.
+
+Used by the ``video_source`` node and by the offline analysis CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Tuple
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+#: Frame rate assumed for images and cameras that do not report one, frames/s.
+DEFAULT_FRAME_RATE = 30.0
+
+
+class SourceError(RuntimeError):
+    """A frame source cannot be opened or read."""
+
+
+@dataclass
+class Frame:
+    """One frame of a source.
+
+    :param index: frame number from 0.
+    :param time_s: time within the source (video position), seconds.
+    :param image: BGR uint8 [H,W,3].
+    """
+
+    index: int
+    time_s: float
+    image: np.ndarray
+
+
+def is_camera(source: str) -> bool:
+    """True for ``/dev/videoN`` or a bare camera index such as ``"0"``."""
+    return source.isdigit() or source.startswith("/dev/video")
+
+
+class FrameSource:
+    """Iterate the frames of a video file, an image or a V4L2 camera.
+
+    :param source: file path, ``/dev/videoN`` or a camera index.
+    :param size: optional ``(width, height)`` to resize every frame to.
+    :param image_frames: how many times an image is repeated (images only).
+    """
+
+    def __init__(self, source: str, size: Optional[Tuple[int, int]] = None,
+                 image_frames: int = 1) -> None:
+        self.source = source
+        self.size = size if size and size[0] > 0 and size[1] > 0 else None
+        self._image: Optional[np.ndarray] = None
+        self._capture: Optional[cv2.VideoCapture] = None
+        self.image_frames = image_frames
+        path = Path(source)
+        if is_camera(source):
+            device = int(source) if source.isdigit() else source
+            self._capture = cv2.VideoCapture(device)
+            if not self._capture.isOpened():
+                raise SourceError(f"{source}: cannot open camera")
+            self.kind = "camera"
+        elif not path.exists():
+            raise SourceError(f"{source}: no such file")
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            self._image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if self._image is None:
+                raise SourceError(f"{source}: not a readable image")
+            self.kind = "image"
+        else:
+            self._capture = cv2.VideoCapture(str(path))
+            if not self._capture.isOpened() or not self._capture.grab():
+                raise SourceError(f"{source}: not a readable video")
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self.kind = "video"
+
+    @property
+    def frame_rate(self) -> float:
+        """The source's frame rate, frames/s (a default where unknown)."""
+        if self._capture is not None:
+            fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
+            if 1.0 <= fps <= 1000.0:
+                return fps
+        return DEFAULT_FRAME_RATE
+
+    @property
+    def frame_count(self) -> int:
+        """Frames in the source; 0 when unknown (cameras)."""
+        if self.kind == "image":
+            return self.image_frames
+        if self.kind == "video" and self._capture is not None:
+            return max(0, int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+        return 0
+
+    def rewind(self) -> None:
+        """Go back to the first frame (videos; no-op otherwise)."""
+        if self.kind == "video" and self._capture is not None:
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames until the source ends."""
+        rate = self.frame_rate
+        if self.kind == "image":
+            assert self._image is not None
+            image = self._resize(self._image)
+            for index in range(self.image_frames):
+                yield Frame(index, index / rate, image)
+            return
+        assert self._capture is not None
+        index = 0
+        while True:
+            ok, image = self._capture.read()
+            if not ok or image is None:
+                return
+            position_ms = self._capture.get(cv2.CAP_PROP_POS_MSEC)
+            time_s = position_ms / 1000.0 if self.kind == "video" and index and \
+                position_ms > 0 else index / rate
+            yield Frame(index, time_s, self._resize(image))
+            index += 1
+
+    def _resize(self, image: np.ndarray) -> np.ndarray:
+        if self.size is None or (image.shape[1], image.shape[0]) == self.size:
+            return image
+        return cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+
+    def close(self) -> None:
+        """Release the capture device or file."""
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
