@@ -1,0 +1,73 @@
+"""Model builders, save/load, TFLite export and a one-batch training smoke test."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from fer_ros.models import build_model, feature_layer_name  # noqa: E402
+
+
+def counts(model):
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    return trainable, frozen
+
+
+@pytest.mark.parametrize("architecture, classes, expected", [
+    # mini-Xception: the thesis' ~52K base (3 classes), fer's 58K (7 classes).
+    ("mini_xception", 3, (52339, 1472)),
+    ("mini_xception", 7, (56951, 1472)),
+    # The thesis' proposed CNN with dense blocks (~0.1M).
+    ("dense_xception", 3, (99667, 2720)),
+    ("dense_xception", 7, (104279, 2720)),
+])
+def test_thesis_models_parameter_counts(architecture, classes, expected):
+    model = build_model(architecture, classes)
+    assert counts(model) == expected
+    assert model.output_shape == (None, classes)
+    assert model.input_shape == (None, 48, 48, 1)
+
+
+def test_shipped_architecture_shape_and_features_layer():
+    model = build_model("vgg", 3, stage_filters=(16, 32, 64, 128))
+    assert counts(model) == (297171, 960)
+    assert model.get_layer(feature_layer_name()).output.shape[1:] == (6, 6, 128)
+    assert "vgg_c3_16-32-64-128" in model.name
+
+
+def test_unknown_architecture_is_rejected():
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model("resnet1000", 3)
+
+
+def test_outputs_are_probabilities():
+    model = build_model("mini_xception", 7)
+    x = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype(np.float32)
+    probs = np.asarray(model(x, training=False))
+    assert probs.shape == (4, 7)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_one_batch_training_smoke_run(tmp_path):
+    from training.train_static import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 48, 48)).astype(np.uint8)
+    labels = np.tile(np.arange(7), 10)[:64]
+    usage = np.array(["Training"] * 48 + ["PublicTest"] * 16)
+    data = tmp_path / "fer.npz"
+    np.savez(data, images=images, labels=labels, usage=usage)
+    config = TrainConfig(name="smoke", train_data=[str(data)], val_data=str(data),
+                         architecture="vgg", model={"stage_filters": [4, 8]},
+                         epochs=1, batch_size=32, output_root=str(tmp_path / "runs"))
+    run = train(config)
+    for name in ("best.keras", "metrics.json", "confusion.png", "curves.png",
+                 "config.yaml", "model_summary.txt", "training_log.csv"):
+        assert (run / name).is_file(), name
+    import json
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["samples"] == 16 - 2  # PublicTest minus the two 'surprise' rows
+    assert set(metrics) >= {"accuracy", "per_class", "confusion_matrix", "params",
+                            "size_bytes", "train_data_hash", "seed", "git_revision"}
