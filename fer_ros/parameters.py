@@ -47,6 +47,10 @@ FER_NODE_PARAMETERS: List[ParameterSpec] = [
                   "'short_range' (faster, faces within ~2 m)", choices=tuple(BLAZEFACE_MODELS)),
     ParameterSpec("min_detection_score", 0.5, "minimum face detector confidence, 0-1",
                   (0.05, 0.99), read_only=False),
+    ParameterSpec("verify_min_score", 0.7,
+                  "weak full-range detections are kept only if the short-range model "
+                  "confirms them on a close-up crop with this score, 0-1; 0 disables",
+                  (0.0, 0.99)),
     ParameterSpec("min_face_size_px", 16.0,
                   "faces with a smaller box side are ignored, pixels", (4.0, 4096.0)),
     ParameterSpec("max_faces", 16, "at most this many faces (largest first) per frame",

@@ -51,7 +51,8 @@ def build_pipeline(values: Optional[Mapping[str, Any]] = None
     classifier = EmotionClassifier.load(settings["model"], threads=threads)
     detector = create_detector(settings["detector_model"],
                                float(settings["min_detection_score"]),
-                               float(settings["min_face_size_px"]), threads=1)
+                               float(settings["min_face_size_px"]), threads=1,
+                               verify_min_score=float(settings["verify_min_score"]))
     dynamic = load_dynamic(settings["dynamic_model"], settings["model"], threads)
     config = PipelineConfig(
         crop_margin=float(settings["crop_margin"]), max_faces=int(settings["max_faces"]),

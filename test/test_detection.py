@@ -75,3 +75,22 @@ def test_rgb_and_bgr_input_agree():
     rgb = detector.detect(np.ascontiguousarray(image[:, :, ::-1]), bgr=False)
     assert len(bgr) == len(rgb) == 1
     assert bgr[0].box == pytest.approx(rgb[0].box)
+
+
+def test_faceless_title_frames_are_not_faces():
+    # no_face.mp4 has cartoon lettering the full-range model scores up to ~0.6;
+    # the short-range verification step must reject it.
+    capture = cv2.VideoCapture(str(shared_media("no_face.mp4")))
+    detector = BlazeFaceDetector("full_range")
+    found = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        found += len(detector.detect(frame))
+    assert found == 0
+
+
+def test_verification_can_be_disabled():
+    detector = BlazeFaceDetector("full_range", verify_min_score=0.0)
+    assert detector._verifier is None

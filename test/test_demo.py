@@ -1,0 +1,53 @@
+"""fer-ros-demo end to end on real footage: separate processes over DDS."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import shared_media
+
+pytest.importorskip("fer_ros.msg")
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+
+def run_demo(video, output, *extra):
+    completed = subprocess.run(
+        [sys.executable, "-m", "fer_ros.demo", "--video", str(video), "--output",
+         str(output), *extra], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    records = [json.loads(line) for line in
+               (output / "emotions.jsonl").read_text().splitlines()]
+    return records
+
+
+def test_single_face_video(tmp_path, ros_domain):
+    records = run_demo(shared_media("single_face.mp4"), tmp_path)
+    assert len(records) >= 0.95 * 72
+    one_face = sum(len(r["emotions"]) == 1 for r in records)
+    assert one_face >= 0.90 * 72
+    ids = {e["face_id"] for r in records for e in r["emotions"]}
+    assert 1 <= len(ids) <= 2
+    assert (tmp_path / "overlay.mp4").stat().st_size > 10_000
+    stamps = [r["stamp"] for r in records]
+    assert stamps == sorted(stamps)
+
+
+def test_no_face_video(tmp_path, ros_domain):
+    records = run_demo(shared_media("no_face.mp4"), tmp_path)
+    import cv2
+
+    frames = int(cv2.VideoCapture(str(shared_media("no_face.mp4"))).get(
+        cv2.CAP_PROP_FRAME_COUNT))
+    assert len(records) >= 0.95 * frames
+    assert all(r["emotions"] == [] for r in records)
+
+
+def test_missing_video_is_one_clear_error(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "fer_ros.demo", "--video", str(tmp_path / "nope.mp4"),
+         "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert completed.returncode != 0
+    assert completed.stderr.strip().splitlines() == [
+        f"fer-ros-demo: error: {tmp_path / 'nope.mp4'}: no such file"]
