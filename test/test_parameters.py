@@ -53,3 +53,13 @@ def test_invalid_values_are_rejected_with_the_parameter_name(name, value, messag
 
 def test_integers_are_accepted_for_float_parameters():
     assert validate({"stability_window_s": 10}) == []
+
+
+def test_readme_parameter_table_is_current():
+    import sys
+
+    sys.path.insert(0, str(CONFIG.parent.parent / "tools"))
+    from write_config import update_readme
+
+    readme = (CONFIG.parent.parent / "README.md").read_text()
+    assert update_readme(readme) == readme, "run tools/write_config.py"

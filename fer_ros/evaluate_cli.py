@@ -1,0 +1,90 @@
+"""``fer-evaluate``: accuracy, per-class metrics and plots of a model on labelled data.
+
+    fer-evaluate --model 3class --data fer2013.npz --split PublicTest --output eval/
+
+Data may be FER2013 (.npz or .csv), CK+ (.npz or the original folders) or a
+folder per class; labels are mapped onto the model's classes (7 -> 3 where
+needed; samples with no counterpart, such as surprise for 3 classes, are
+left out and counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def evaluate(model: str, data: Path, split: str, output: Optional[Path],
+             tta_flip: Optional[bool], batch_size: int = 256) -> int:
+    """Evaluate and report; return the exit code."""
+    from fer_ros.classification import EmotionClassifier
+    from fer_ros.datasets import load_any
+    from fer_ros.evaluation import (classification_metrics, plot_confusion, report_line,
+                                    write_metrics)
+    from fer_ros.labels import relabel
+
+    classifier = EmotionClassifier.load(model, tta_flip=tta_flip)
+    dataset = load_any(data)
+    if split:
+        dataset = dataset.subset(dataset.split == split)
+        if not len(dataset):
+            raise ValueError(f"{data}: no samples in split {split!r}")
+    y = relabel(dataset.labels, classifier.labels)
+    keep = y >= 0
+    images, y = dataset.images[keep], y[keep]
+    if not len(images):
+        raise ValueError(f"{data}: no samples with labels the model knows")
+    probs = np.concatenate([classifier.predict_proba(images[i:i + batch_size])
+                            for i in range(0, len(images), batch_size)])
+    metrics = classification_metrics(y, probs.argmax(axis=1), classifier.labels)
+    metrics.update({"model": classifier.source, "data": str(data), "split": split,
+                    "tta_flip": classifier.info.tta_flip,
+                    "left_out_unmapped_labels": int((~keep).sum()),
+                    "data_hash": dataset.fingerprint()})
+    print(report_line(f"{Path(classifier.source).name} on {data.name}"
+                      f"{':' + split if split else ''}", metrics))
+    for label, values in metrics["per_class"].items():
+        print(f"  {label:>9s}: precision {values['precision']:.3f} recall "
+              f"{values['recall']:.3f} F1 {values['f1']:.3f} (n={values['support']})")
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        write_metrics(output / "metrics.json", metrics)
+        plot_confusion(metrics["confusion_matrix"], classifier.labels,
+                       output / "confusion.png",
+                       f"{Path(classifier.source).stem}: accuracy {metrics['accuracy']:.3f}")
+        print(f"wrote {output / 'metrics.json'} and {output / 'confusion.png'}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="fer-evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="3class",
+                        help="3class, 7class, or a .tflite/.keras file")
+    parser.add_argument("--data", required=True, type=Path,
+                        help="FER2013 .npz/.csv, CK+ .npz/folder, or folder per class")
+    parser.add_argument("--split", default="",
+                        help="only this split (e.g. PublicTest); default: all samples")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="folder for metrics.json and confusion.png")
+    flip = parser.add_mutually_exclusive_group()
+    flip.add_argument("--tta-flip", dest="tta_flip", action="store_true", default=None,
+                      help="average over the face and its mirror image")
+    flip.add_argument("--no-tta-flip", dest="tta_flip", action="store_false")
+    args = parser.parse_args(argv)
+    from fer_ros.classification import ModelLoadError
+    from fer_ros.datasets import DatasetError
+
+    try:
+        return evaluate(args.model, args.data, args.split, args.output, args.tta_flip)
+    except (ModelLoadError, DatasetError, ValueError, OSError) as error:
+        print(f"fer-evaluate: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

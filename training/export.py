@@ -1,0 +1,74 @@
+"""Export a training run's best model for the node: ``python -m training.export RUN --name NAME``.
+
+Writes ``fer_ros/weights/NAME.tflite`` and ``NAME.json`` (labels, test-time
+flip, feature size, and the run's validation metrics), then checks that the
+exported model reproduces the Keras model's probabilities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import yaml
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "fer_ros" / "weights"
+#: Largest accepted difference between Keras and LiteRT probabilities.
+EXPORT_TOLERANCE = 1e-4
+
+
+def export_run(run_dir: Path, name: str, out_dir: Path = WEIGHTS) -> Path:
+    """Export ``run_dir/best.keras`` as ``out_dir/name.tflite`` (+ sidecar)."""
+    import keras
+
+    from fer_ros.classification import EmotionClassifier, export_tflite
+    from fer_ros.labels import label_set
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    model = keras.models.load_model(run_dir / "best.keras", compile=False)
+    info = {
+        "labels": list(label_set(config["label_set"])),
+        "tta_flip": bool(config.get("tta_flip", False)),
+        "model": model.name, "architecture": config["architecture"],
+        "params": int(model.count_params()), "run": run_dir.name,
+        "validation": {k: metrics[k] for k in ("evaluated_on", "accuracy",
+                                               "accuracy_without_tta", "macro_f1",
+                                               "samples") if k in metrics},
+        "train_data_hash": metrics.get("train_data_hash"),
+        "git_revision": metrics.get("git_revision"),
+    }
+    path = export_tflite(model, out_dir / f"{name}.tflite", info)
+    faces = np.random.default_rng(0).integers(0, 256, (8, 48, 48)).astype(np.uint8)
+    exported = EmotionClassifier.load(path).predict_proba(faces)
+    original = EmotionClassifier.load(run_dir / "best.keras",
+                                      tta_flip=info["tta_flip"]).predict_proba(faces)
+    difference = float(np.abs(exported - original).max())
+    if difference > EXPORT_TOLERANCE:
+        raise RuntimeError(f"exported model differs from Keras by {difference:.2e}")
+    print(f"exported {run_dir} -> {path} ({path.stat().st_size / 1e6:.2f} MB, "
+          f"max |difference| {difference:.1e})")
+    return path
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="run folder with best.keras")
+    parser.add_argument("--name", required=True, help="output name, e.g. fer2013_3class")
+    parser.add_argument("--out-dir", type=Path, default=WEIGHTS)
+    args = parser.parse_args(argv)
+    try:
+        export_run(args.run, args.name, args.out_dir)
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        print(f"export: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
