@@ -59,7 +59,8 @@ setup(
     packages=find_packages(include=["fer_ros", "fer_ros.*"]),
     package_data={"fer_ros": ["weights/*.tflite", "weights/*.json"]},
     data_files=[("share/fer_ros/launch", ["launch/fer.launch.py"]),
-                ("share/fer_ros/config", ["config/fer.yaml"])],
+                ("share/fer_ros/config", ["config/fer.yaml",
+                                          "config/fastdds_large_images.xml"])],
     cmdclass={"build": BuildWithInterfaces},
     entry_points={"console_scripts": [
         "fer_node = fer_ros.nodes.fer_node:main",

@@ -41,13 +41,31 @@ def ros_args(parameters: Dict[str, object], remappings: Dict[str, str],
     return args
 
 
-def default_params_file() -> Optional[Path]:
-    """config/fer.yaml of the installed package, or of this checkout."""
-    for candidate in (Path(sys.prefix) / "share/fer_ros/config/fer.yaml",
-                      Path(__file__).resolve().parent.parent / "config/fer.yaml"):
+def package_config(name: str) -> Optional[Path]:
+    """A file of config/ in the installed package, or in this checkout."""
+    for candidate in (Path(sys.prefix) / "share/fer_ros/config" / name,
+                      Path(__file__).resolve().parent.parent / "config" / name):
         if candidate.is_file():
             return candidate
     return None
+
+
+def default_params_file() -> Optional[Path]:
+    """config/fer.yaml of the installed package, or of this checkout."""
+    return package_config("fer.yaml")
+
+
+def node_environment() -> Dict[str, str]:
+    """Environment of the node processes: large images over shared memory.
+
+    Uses config/fastdds_large_images.xml unless the user chose a Fast DDS
+    profile already (FASTDDS_DEFAULT_PROFILES_FILE).
+    """
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    profile = package_config("fastdds_large_images.xml")
+    if profile is not None and "FASTDDS_DEFAULT_PROFILES_FILE" not in env:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    return env
 
 
 def count_lines(path: Path) -> int:
@@ -81,7 +99,7 @@ class DemoRun:
         command = [sys.executable, "-m", spec.module] + ros_args(
             parameters, spec.remappings, params_file)
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                   env=node_environment())
         self.processes[spec.name] = process
         return process
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -34,7 +34,14 @@ def generate_launch_description():
                               description="record emotions.jsonl and overlay.mp4"),
         DeclareLaunchArgument("output_dir", default_value="fer_recording",
                               description="folder the recorder writes into"),
+        DeclareLaunchArgument(
+            "large_image_transport", default_value="true",
+            description="use config/fastdds_large_images.xml (shared memory for images "
+                        "over 512 KB) for these nodes; export it for the camera driver too"),
     ]
+    large_images = SetEnvironmentVariable(
+        "FASTDDS_DEFAULT_PROFILES_FILE", str(share / "config" / "fastdds_large_images.xml"),
+        condition=IfCondition(LaunchConfiguration("large_image_transport")))
     namespace = LaunchConfiguration("namespace")
     video_source = Node(
         package="fer_ros", executable="video_source", name="video_source",
@@ -51,4 +58,4 @@ def generate_launch_description():
         package="fer_ros", executable="emotion_recorder", name="emotion_recorder",
         namespace=namespace, condition=IfCondition(LaunchConfiguration("record")),
         parameters=[{"output_dir": LaunchConfiguration("output_dir")}], output="screen")
-    return LaunchDescription(arguments + [video_source, fer, recorder])
+    return LaunchDescription(arguments + [large_images, video_source, fer, recorder])
