@@ -170,7 +170,7 @@ def build_dense_xception(num_classes: int, stem_filters: int = 8,
 def build_vgg_residual(num_classes: int,
                        stage_filters: Sequence[int] = (32, 64, 128, 256),
                        convs_per_stage: int = 2, l2: float = 1e-4,
-                       dropout: float = 0.3) -> keras.Model:
+                       dropout: float = 0.3, stage_dropout: float = 0.0) -> keras.Model:
     """A compact VGG-style CNN (plain 3x3 convs, BN, max-pool) for accuracy.
 
     Plain convs run far faster per parameter than depthwise ones on CPUs
@@ -181,6 +181,7 @@ def build_vgg_residual(num_classes: int,
     :param convs_per_stage: 3x3 convs per stage.
     :param l2: L2 weight decay.
     :param dropout: spatial dropout before the class conv.
+    :param stage_dropout: spatial dropout after each pooling (0 = none).
     :return: an uncompiled model.
     """
     inputs, x = _input_block("vgg")
@@ -189,6 +190,8 @@ def build_vgg_residual(num_classes: int,
             x = _conv_bn_act(x, filters, l2, f"stage{s + 1}_{c + 1}")
         if s < len(stage_filters) - 1:
             x = layers.MaxPooling2D(2, name=f"stage{s + 1}_pool")(x)
+            if stage_dropout > 0:
+                x = layers.SpatialDropout2D(stage_dropout, name=f"stage{s + 1}_dropout")(x)
     outputs = _classifier_head(x, num_classes, l2, dropout)
     name = f"vgg_c{num_classes}_" + "-".join(map(str, stage_filters)) + \
         f"_x{convs_per_stage}"
@@ -216,3 +219,44 @@ def build_model(architecture: str, num_classes: int, **hyperparameters) -> keras
         raise ValueError(f"unknown architecture {architecture!r}; "
                          f"choose one of {sorted(BUILDERS)}")
     return BUILDERS[architecture](num_classes, **hyperparameters)
+
+
+#: Output names of a two-head (7-class + 3-class) model.
+HEAD_OUTPUTS = {"7class": "emotion_7class", "3class": "emotion_3class"}
+
+
+def build_multitask(architecture: str, **hyperparameters) -> keras.Model:
+    """One trunk, two heads: the 7 FER2013 classes and the 3 valence classes.
+
+    The 7-class head gives the shared features finer supervision; the
+    3-class head is trained directly on the 3-class labels (surprise
+    masked out).  :func:`split_head` turns either head into a normal
+    single-output classifier.
+
+    :param architecture: trunk builder name (see :data:`BUILDERS`).
+    :param hyperparameters: keyword arguments of that builder.
+    :return: an uncompiled model with outputs named by :data:`HEAD_OUTPUTS`.
+    """
+    base = build_model(architecture, 7, **hyperparameters)
+    features = base.get_layer(FEATURES_LAYER).output
+    l2 = float(hyperparameters.get("l2", 1e-4))
+    x = layers.Conv2D(3, 3, padding="same", kernel_regularizer=regularizers.l2(l2),
+                      name="class_conv_3class")(features)
+    x = layers.GlobalAveragePooling2D(name="class_pool_3class")(x)
+    head3 = layers.Activation("softmax", name=HEAD_OUTPUTS["3class"], dtype="float32")(x)
+    head7 = layers.Identity(name=HEAD_OUTPUTS["7class"])(base.output)
+    return keras.Model(base.inputs, {HEAD_OUTPUTS["7class"]: head7,
+                                     HEAD_OUTPUTS["3class"]: head3},
+                       name=base.name.replace("_c7_", "_multitask_"))
+
+
+def split_head(model: keras.Model, head: str) -> keras.Model:
+    """A single-output classifier from one head of a :func:`build_multitask` model.
+
+    :param model: the two-head model.
+    :param head: ``"3class"`` or ``"7class"``.
+    :return: a model sharing the trunk's weights, output ``probabilities_<head>``.
+    """
+    output = model.get_layer(HEAD_OUTPUTS[head]).output
+    probabilities = layers.Identity(name=f"probabilities_{head}")(output)
+    return keras.Model(model.inputs, probabilities, name=f"{model.name}_{head}")

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional  # noqa: F401
 
 import numpy as np
 import yaml
@@ -53,6 +53,7 @@ class TrainConfig:
     threads: int = 0                     # 0 = TensorFlow's default
     max_train_samples: int = 0           # 0 = all; >0 for smoke tests
     output_root: str = "runs"
+    multitask: bool = False              # one trunk, 7-class and 3-class heads
 
     @classmethod
     def from_yaml(cls, path: Path, overrides: Optional[Dict[str, Any]] = None
@@ -200,27 +201,146 @@ def train(config: TrainConfig) -> Path:
     train_seconds = time.time() - started
 
     best = keras.models.load_model(run_dir / "best.keras")
-    probs = predict_probabilities(best, x_val, config.tta_flip)
-    metrics = classification_metrics(y_val, probs.argmax(axis=1), labels)
-    plain = predict_probabilities(best, x_val, False)
-    metrics.update({
-        "model": best.name, "architecture": config.architecture,
-        "label_set": config.label_set, "evaluated_on": f"{config.val_data}:{config.val_split}",
-        "accuracy_without_tta": round(float((plain.argmax(1) == y_val).mean()), 4),
-        "tta_flip": config.tta_flip, "params": int(best.count_params()),
-        "size_bytes": (run_dir / "best.keras").stat().st_size,
-        "train_samples": int(len(x_train)), "train_data_hash": train_hash,
-        "val_data_hash": val_hash, "junk_in_train_source": train_junk,
-        "junk_in_val": val_junk, "seed": config.seed, "git_revision": git_revision(),
-        "train_seconds_this_session": round(train_seconds, 1),
-    })
-    write_metrics(run_dir / "metrics.json", metrics)
-    title = f"{best.name} on {config.val_split}: acc {metrics['accuracy']:.3f}"
-    plot_confusion(metrics["confusion_matrix"], labels, run_dir / "confusion.png", title)
+    facts = {"train_samples": int(len(x_train)), "train_data_hash": train_hash,
+             "val_data_hash": val_hash, "junk_in_train_source": train_junk,
+             "junk_in_val": val_junk, "train_seconds_this_session": round(train_seconds, 1)}
+    evaluate_model(best, run_dir, config, x_val, y_val, labels, facts)
     plot_curves(read_history_csv(run_dir / "training_log.csv"), run_dir / "curves.png",
                 best.name)
-    print(json.dumps({k: metrics[k] for k in ("accuracy", "accuracy_without_tta",
-                                              "macro_f1", "params")}), flush=True)
+    return run_dir
+
+
+def evaluate_model(model, run_dir: Path, config: TrainConfig, x_val: np.ndarray,
+                   y_val: np.ndarray, labels, facts: Dict[str, Any]) -> Dict[str, Any]:
+    """Write metrics.json and confusion.png of a trained model into ``run_dir``."""
+    from fer_ros.evaluation import (classification_metrics, git_revision, plot_confusion,
+                                    write_metrics)
+
+    probs = predict_probabilities(model, x_val, config.tta_flip)
+    metrics = classification_metrics(y_val, probs.argmax(axis=1), labels)
+    plain = predict_probabilities(model, x_val, False)
+    metrics.update({
+        "model": model.name, "architecture": config.architecture,
+        "label_set": config.label_set,
+        "evaluated_on": f"{config.val_data}:{config.val_split}",
+        "accuracy_without_tta": round(float((plain.argmax(1) == y_val).mean()), 4),
+        "tta_flip": config.tta_flip, "params": int(model.count_params()),
+        "size_bytes": (run_dir / "best.keras").stat().st_size,
+        "seed": config.seed, "git_revision": git_revision(), **facts})
+    write_metrics(run_dir / "metrics.json", metrics)
+    title = f"{model.name} on {config.val_split}: acc {metrics['accuracy']:.3f}"
+    plot_confusion(metrics["confusion_matrix"], labels, run_dir / "confusion.png", title)
+    print(json.dumps({k: metrics[k] for k in ("label_set", "accuracy",
+                                              "accuracy_without_tta", "macro_f1",
+                                              "params")}), flush=True)
+    return metrics
+
+
+def train_multitask(config: TrainConfig) -> Path:
+    """Train one trunk with a 7-class and a 3-class head (see build_multitask).
+
+    Writes the shared run files into ``runs/<name>/`` and, per head, a
+    normal single-output run folder ``runs/<name>/<head>/`` (best.keras
+    chosen by that head's validation accuracy, config.yaml, metrics.json,
+    confusion.png) that ``training.export`` takes as it is.
+    """
+    if config.threads > 0:
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(config.threads))
+    import keras
+    import tensorflow as tf
+
+    from fer_ros.evaluation import plot_curves, read_history_csv
+    from fer_ros.labels import FER2013_LABELS, THREE_CLASS_LABELS, relabel
+    from fer_ros.models import HEAD_OUTPUTS, build_multitask, split_head
+    from training.augmentation import build_augmenter
+
+    run_dir = Path(config.output_root) / config.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    keras.utils.set_random_seed(config.seed)
+    x_train, y7_train, train_hash, train_junk = load_split(
+        config.train_data, config.train_split, "7class", config.drop_blank)
+    if config.max_train_samples:
+        keep = np.random.default_rng(config.seed).permutation(len(x_train))
+        keep = keep[:config.max_train_samples]
+        x_train, y7_train = x_train[keep], y7_train[keep]
+    x_val, y7_val, val_hash, val_junk = load_split(
+        [config.val_data], config.val_split, "7class", drop_blank=False)
+    names = np.array(FER2013_LABELS)
+    y3_train, y3_val = relabel(names[y7_train], THREE_CLASS_LABELS), relabel(
+        names[y7_val], THREE_CLASS_LABELS)
+    print(f"train: {len(x_train)} faces (junk in source: {train_junk}); "
+          f"validation: {len(x_val)} faces", flush=True)
+
+    def targets(y7, y3):
+        onehot3 = np.zeros((len(y3), 3), np.float32)
+        onehot3[y3 >= 0, y3[y3 >= 0]] = 1.0
+        labels = {HEAD_OUTPUTS["7class"]: np.eye(7, dtype=np.float32)[y7],
+                  HEAD_OUTPUTS["3class"]: onehot3}
+        weights = {HEAD_OUTPUTS["7class"]: np.ones(len(y7), np.float32),
+                   HEAD_OUTPUTS["3class"]: (y3 >= 0).astype(np.float32)}
+        return labels, weights
+
+    def dataset(x, y7, y3, batch, augment):
+        labels, weights = targets(y7, y3)
+        ds = tf.data.Dataset.from_tensor_slices(
+            (x[..., None].astype(np.float32), labels, weights))
+        if augment:
+            ds = ds.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch)
+        if augment:
+            augmenter = build_augmenter(config.augmentation, config.seed)
+            ds = ds.map(lambda a, y, w: (augmenter(a, training=True), y, w),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    model = build_multitask(config.architecture, **config.model)
+    summary: List[str] = []
+    model.summary(print_fn=lambda line, **_: summary.append(line))
+    (run_dir / "model_summary.txt").write_text("\n".join(summary) + "\n")
+    print(f"model {model.name}: {model.count_params():,} parameters", flush=True)
+    steps = int(np.ceil(len(x_train) / config.batch_size)) * config.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.01) \
+        if config.lr_schedule == "cosine" else config.learning_rate
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    model.compile(optimizer=keras.optimizers.Adam(schedule),
+                  loss={name: loss for name in HEAD_OUTPUTS.values()},
+                  # weighted: surprise has weight 0 for the 3-class head
+                  weighted_metrics={name: ["accuracy"] for name in HEAD_OUTPUTS.values()})
+    callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+                 keras.callbacks.CSVLogger(str(run_dir / "training_log.csv"), append=True)]
+    for head, output in HEAD_OUTPUTS.items():
+        (run_dir / head).mkdir(exist_ok=True)
+        callbacks.append(keras.callbacks.ModelCheckpoint(
+            str(run_dir / head / "best_multitask.keras"),
+            monitor=f"val_{output}_accuracy", mode="max", save_best_only=True))
+    if config.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=config.plateau_factor,
+            patience=config.plateau_patience, min_lr=1e-6))
+    started = time.time()
+    model.fit(dataset(x_train, y7_train, y3_train, config.batch_size, True),
+              validation_data=dataset(x_val, y7_val, y3_val, 512, False),
+              epochs=config.epochs, callbacks=callbacks,
+              verbose=1 if sys.stdout.isatty() else 2)
+    train_seconds = time.time() - started
+    plot_curves(read_history_csv(run_dir / "training_log.csv"), run_dir / "curves.png",
+                model.name)
+    facts = {"train_samples": int(len(x_train)), "train_data_hash": train_hash,
+             "val_data_hash": val_hash, "junk_in_train_source": train_junk,
+             "junk_in_val": val_junk, "train_seconds_this_session": round(train_seconds, 1),
+             "multitask_run": config.name}
+    for head, labels, y_val in (("7class", FER2013_LABELS, y7_val),
+                                ("3class", THREE_CLASS_LABELS, y3_val)):
+        head_dir = run_dir / head
+        trained = keras.models.load_model(head_dir / "best_multitask.keras")
+        single = split_head(trained, head)
+        single.save(head_dir / "best.keras")
+        head_config = dataclasses.replace(config, label_set=head, multitask=False)
+        (head_dir / "config.yaml").write_text(
+            yaml.safe_dump(head_config.to_dict(), sort_keys=False))
+        keep = y_val >= 0
+        evaluate_model(single, head_dir, head_config, x_val[keep], y_val[keep], labels, facts)
     return run_dir
 
 
@@ -235,7 +355,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         overrides = {k: yaml.safe_load(v) for k, v in
                      (item.split("=", 1) for item in args.set)}
         config = TrainConfig.from_yaml(args.config, overrides)
-        run_dir = train(config)
+        run_dir = train_multitask(config) if config.multitask else train(config)
     except (OSError, ValueError) as error:
         print(f"train_static: error: {error}", file=sys.stderr)
         return 1
