@@ -260,3 +260,31 @@ def split_head(model: keras.Model, head: str) -> keras.Model:
     output = model.get_layer(HEAD_OUTPUTS[head]).output
     probabilities = layers.Identity(name=f"probabilities_{head}")(output)
     return keras.Model(model.inputs, probabilities, name=f"{model.name}_{head}")
+
+
+def build_cnn_lstm(feature_size: int, num_classes: int, sequence_length: int = 40,
+                   lstm_units: int = 64, dense_units: int = 256,
+                   dropout: float = 0.25) -> keras.Model:
+    """The thesis' dynamic model over per-frame CNN features.
+
+    LSTM - dropout - Dense(256, ReLU) - dropout - Dense(classes, softmax),
+    on sequences resampled to a fixed length (:func:`fer_ros.sequence.resample`).
+
+    :param feature_size: length of each frame's feature vector.
+    :param num_classes: number of output classes.
+    :param sequence_length: frames per sequence l (thesis: 40).
+    :param lstm_units: LSTM state size.
+    :param dense_units: width of the hidden dense layer (thesis: 256).
+    :param dropout: dropout after the LSTM and the dense layer (thesis: 0.25).
+    :return: an uncompiled model [N, l, features] -> [N, classes].
+    """
+    inputs = keras.Input(shape=(sequence_length, feature_size), name="feature_sequence")
+    # Unrolled: l is small, and LiteRT converts an unrolled LSTM without
+    # TensorList ops (which need a static batch size).
+    x = layers.LSTM(lstm_units, unroll=True, name="lstm")(inputs)
+    x = layers.Dropout(dropout, name="lstm_dropout")(x)
+    x = layers.Dense(dense_units, activation="relu", name="dense")(x)
+    x = layers.Dropout(dropout, name="dense_dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs,
+                       name=f"cnn_lstm_c{num_classes}_l{sequence_length}_u{lstm_units}")

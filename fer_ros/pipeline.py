@@ -135,6 +135,10 @@ class EmotionPipeline:
         if dynamic is not None and tuple(dynamic.labels) != tuple(classifier.labels):
             raise ValueError(f"CNN-LSTM labels {dynamic.labels} differ from the "
                              f"static model's {classifier.labels}")
+        if dynamic is not None and getattr(dynamic, "feature_size", None) not in (
+                None, classifier.feature_size):
+            raise ValueError(f"CNN-LSTM expects {dynamic.feature_size} features per frame, "
+                             f"the static model gives {classifier.feature_size}")
         self.tracker = FaceTracker(self.config.tracker_min_iou, self.config.track_max_age_s)
         self.stability = StabilityMeter(self.config.stability_window_s)
         self.features = FeatureBuffer(dynamic.sequence_length if dynamic else 1)
