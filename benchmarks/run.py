@@ -115,7 +115,7 @@ def worker_fer_ros(name: str, count: int) -> Dict[str, Any]:
 
 
 def worker_fer_peer(name: str, count: int) -> Dict[str, Any]:
-    """The fer package's pipeline (Haar cascade + mini-Xception) on one footage."""
+    """Time the fer package's pipeline (Haar cascade + mini-Xception) on one footage."""
     import fer as fer_package
     from fer.fer import FER
 
@@ -200,7 +200,7 @@ def worker_classifiers(count: int) -> Dict[str, Any]:
 
 
 def worker_dds(count: int, profile: str) -> Dict[str, Any]:
-    """The fer node over DDS: publish at 30 fps, measure stamp -> result latency.
+    """Run the fer node over DDS: publish at 30 fps, measure stamp -> result latency.
 
     :param count: frames to publish.
     :param profile: ``"default"`` Fast DDS transports, or ``"large_images"``
@@ -282,7 +282,7 @@ def run_worker(kind: str, *args: str) -> Dict[str, Any]:
 
 
 def machine() -> Dict[str, Any]:
-    """What the numbers were measured on."""
+    """Describe the machine the numbers were measured on."""
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

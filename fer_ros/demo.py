@@ -42,7 +42,7 @@ def ros_args(parameters: Dict[str, object], remappings: Dict[str, str],
 
 
 def package_config(name: str) -> Optional[Path]:
-    """A file of config/ in the installed package, or in this checkout."""
+    """Find a file of config/ in the installed package, or in this checkout."""
     for candidate in (Path(sys.prefix) / "share/fer_ros/config" / name,
                       Path(__file__).resolve().parent.parent / "config" / name):
         if candidate.is_file():
@@ -173,7 +173,7 @@ class DemoRun:
 
 
 def summarise(path: Path) -> Dict[str, object]:
-    """Records, faces per record and face ids in an emotions.jsonl."""
+    """Count records, faces per record and face ids in an emotions.jsonl."""
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     ids = sorted({e["face_id"] for r in records for e in r["emotions"]})
     return {"records": len(records),

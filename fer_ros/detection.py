@@ -263,8 +263,8 @@ class BlazeFaceDetector:
         self._interpreter.invoke()
         raw_boxes = self._interpreter.get_tensor(self._boxes_index)[0]
         raw_scores = self._interpreter.get_tensor(self._scores_index)[0, :, 0]
-        scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores, -RAW_SCORE_LIMIT,
-                                               RAW_SCORE_LIMIT)))
+        clipped = np.clip(raw_scores, -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)
+        scores = 1.0 / (1.0 + np.exp(-clipped))
         keep = scores >= self.min_score
         if not keep.any():
             return []

@@ -139,4 +139,3 @@ def export_sequence_tflite(model, path: Path, info: Dict[str, Any]) -> Path:
                    feature_size=int(model.input_shape[2]))
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return path
-

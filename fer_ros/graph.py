@@ -32,7 +32,7 @@ class NodeSpec:
 
 
 def fer_graph(camera_topic: str = DEFAULT_CAMERA_TOPIC) -> List[NodeSpec]:
-    """The nodes started by the launch file with a video source and recorder."""
+    """List the nodes the launch file starts with a video source and recorder."""
     return [
         NodeSpec("video_source", "video_source", "fer_ros.nodes.video_source",
                  {"image": camera_topic}),

@@ -56,7 +56,7 @@ MAX_IMAGE_SIDE = 16384
 
 
 def _buffer(data: Any) -> np.ndarray:
-    """A uint8 view of a message's ``data`` (bytes, array.array, list...)."""
+    """Return a uint8 view of a message's ``data`` (bytes, array.array, list...)."""
     if isinstance(data, np.ndarray):
         return data.reshape(-1).view(np.uint8)
     try:

@@ -104,7 +104,7 @@ def relabel(names: Sequence[str], target: Sequence[str]) -> np.ndarray:
 
 
 def valence_of(probabilities: np.ndarray, labels: Sequence[str]) -> np.ndarray:
-    """Expected valence in [-1, 1] under the class probabilities.
+    """Return the expected valence in [-1, 1] under the class probabilities.
 
     :param probabilities: float array [..., len(labels)].
     :param labels: class names in the same order.

@@ -78,7 +78,7 @@ def xception_block(x, filters: int, l2: float, name: str,
 
 
 def dense_block(x, num_layers: int, growth: int, l2: float, name: str):
-    """DenseNet block: each layer sees all earlier maps (BN-LeakyReLU-conv3x3).
+    """Add a DenseNet block: each layer sees all earlier maps (BN-LeakyReLU-conv3x3).
 
     :param x: input tensor.
     :param num_layers: number of conv layers.
@@ -138,7 +138,7 @@ def build_dense_xception(num_classes: int, stem_filters: int = 8,
                          block_filters: Sequence[int] = (16, 32, 64, 128),
                          growth: int = 6, dense_layers: int = 4,
                          l2: float = 0.01, dropout: float = 0.0) -> keras.Model:
-    """The thesis' proposed CNN: mini-Xception with dense blocks, LeakyReLU.
+    """Build the thesis' proposed CNN: mini-Xception with dense blocks, LeakyReLU.
 
     After the stem and after each residual block but the last, a dense block
     (``dense_layers`` layers of ``growth`` maps, BN-LeakyReLU-conv3x3) widens
@@ -171,7 +171,7 @@ def build_vgg_residual(num_classes: int,
                        stage_filters: Sequence[int] = (32, 64, 128, 256),
                        convs_per_stage: int = 2, l2: float = 1e-4,
                        dropout: float = 0.3, stage_dropout: float = 0.0) -> keras.Model:
-    """A compact VGG-style CNN (plain 3x3 convs, BN, max-pool) for accuracy.
+    """Build a compact VGG-style CNN (plain 3x3 convs, BN, max-pool) for accuracy.
 
     Plain convs run far faster per parameter than depthwise ones on CPUs
     (oneDNN, LiteRT XNNPACK), so at equal latency this family can be wider.
@@ -251,7 +251,7 @@ def build_multitask(architecture: str, **hyperparameters) -> keras.Model:
 
 
 def split_head(model: keras.Model, head: str) -> keras.Model:
-    """A single-output classifier from one head of a :func:`build_multitask` model.
+    """Make a single-output classifier from one head of a :func:`build_multitask` model.
 
     :param model: the two-head model.
     :param head: ``"3class"`` or ``"7class"``.
@@ -265,7 +265,7 @@ def split_head(model: keras.Model, head: str) -> keras.Model:
 def build_cnn_lstm(feature_size: int, num_classes: int, sequence_length: int = 40,
                    lstm_units: int = 64, dense_units: int = 256,
                    dropout: float = 0.25) -> keras.Model:
-    """The thesis' dynamic model over per-frame CNN features.
+    """Build the thesis' dynamic model over per-frame CNN features.
 
     LSTM - dropout - Dense(256, ReLU) - dropout - Dense(classes, softmax),
     on sequences resampled to a fixed length (:func:`fer_ros.sequence.resample`).

@@ -81,7 +81,7 @@ PARAMETERS_BY_NAME: Dict[str, ParameterSpec] = {p.name: p for p in FER_NODE_PARA
 
 
 def defaults() -> Dict[str, Any]:
-    """Default value of every parameter."""
+    """Return the default value of every parameter."""
     return {p.name: p.default for p in FER_NODE_PARAMETERS}
 
 

@@ -12,7 +12,7 @@ from fer_ros.pipeline import DynamicClassifier, EmotionPipeline, PipelineConfig
 
 
 def shipped_dynamic_path(static_model: str) -> Optional[Path]:
-    """The shipped CNN-LSTM matching a shipped static model, if it exists."""
+    """Return the shipped CNN-LSTM matching a shipped static model, if it exists."""
     name = SHIPPED_MODELS.get(static_model)
     path = WEIGHTS_DIR / f"{name}_lstm.tflite" if name else None
     return path if path is not None and path.is_file() else None

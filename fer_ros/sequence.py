@@ -16,7 +16,7 @@ import numpy as np
 
 
 def resample_indices(n: int, length: int) -> np.ndarray:
-    """Indices that resample a sequence of ``n`` frames to ``length`` frames.
+    """Return indices that resample a sequence of ``n`` frames to ``length`` frames.
 
     :param n: source length (>= 1).
     :param length: target length l (>= 1).
@@ -55,13 +55,13 @@ class FeatureBuffer:
         return len(frames)
 
     def due(self, face_id: str, min_frames: int, stride: int) -> bool:
-        """True when the face has ``min_frames`` and ``stride`` new frames."""
+        """Tell whether the face has ``min_frames`` and ``stride`` new frames."""
         frames = self._frames.get(face_id)
         return (frames is not None and len(frames) >= min_frames
                 and self._since_run.get(face_id, 0) >= stride)
 
     def sequence(self, face_id: str) -> np.ndarray:
-        """The face's buffered frames, oldest first, float32 [n, features]."""
+        """Return the face's buffered frames, oldest first, float32 [n, features]."""
         self._since_run[face_id] = 0
         return np.stack(self._frames[face_id])
 

@@ -146,4 +146,3 @@ class FaceTracker:
         track.box = box
         track.last_seen = stamp
         track.hits += 1
-

@@ -36,7 +36,7 @@ class Frame:
 
 
 def is_camera(source: str) -> bool:
-    """True for ``/dev/videoN`` or a bare camera index such as ``"0"``."""
+    """Tell whether a source is ``/dev/videoN`` or a camera index such as ``"0"``."""
     return source.isdigit() or source.startswith("/dev/video")
 
 

@@ -1,8 +1,10 @@
 """Bring up fer_ros: the fer node on a camera topic, optionally a video source and recorder.
 
-    ros2 launch fer_ros fer.launch.py camera_topic:=/camera/color/image_raw
-    ros2 launch fer_ros fer.launch.py start_video_source:=true video:=/path/clip.mp4 \
-        record:=true output_dir:=/tmp/session
+Examples::
+
+  ros2 launch fer_ros fer.launch.py camera_topic:=/camera/color/image_raw
+  ros2 launch fer_ros fer.launch.py start_video_source:=true video:=/path/clip.mp4 \
+      record:=true output_dir:=/tmp/session
 """
 
 from pathlib import Path

@@ -25,7 +25,7 @@ def shared_media(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_paths(tmp_path_factory):
-    """A tiny 3-class model with random weights, as .keras and .tflite.
+    """Build a tiny 3-class model with random weights, as .keras and .tflite.
 
     Built by the same builder as the shipped models, so the node and the
     classifier are exercised without the trained weights.
@@ -47,7 +47,7 @@ def tiny_model_paths(tmp_path_factory):
 
 @pytest.fixture
 def rng():
-    """A seeded random generator."""
+    """Return a seeded random generator."""
     return np.random.default_rng(1234)
 
 

@@ -13,7 +13,7 @@ from fer_ros.image_conversion import (ENCODINGS, ImageConversionError,
 
 
 def message(**fields):
-    """A message-like object with sensor_msgs/Image fields."""
+    """Make a message-like object with sensor_msgs/Image fields."""
     base = {"height": 0, "width": 0, "encoding": "bgr8", "is_bigendian": 0, "step": 0,
             "data": b""}
     base.update(fields)
@@ -21,7 +21,7 @@ def message(**fields):
 
 
 def sample_array(encoding, rng, height=5, width=6):
-    """A random array in the layout of ``encoding``."""
+    """Make a random array in the layout of ``encoding``."""
     info = ENCODINGS[encoding]
     channels = 2 if encoding in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") else info.channels
     shape = (height, width) if channels == 1 else (height, width, channels)

@@ -19,7 +19,7 @@ ODD_ENCODINGS = sorted(ENCODINGS) + ["32FC1", "64FC1", "16SC1", "bayer_rggb8", "
 
 
 def random_message(rng):
-    """A message whose every field may be wrong."""
+    """Make a message whose every field may be wrong."""
     encoding = ODD_ENCODINGS[rng.integers(len(ODD_ENCODINGS))]
     height = int(rng.choice([0, 1, 2, 7, 48, 480, 100000, -3]))
     width = int(rng.choice([0, 1, 3, 8, 64, 640, 70000, -1]))

@@ -9,7 +9,7 @@ from fer_ros.parameters import FER_NODE_PARAMETERS  # noqa: E402
 
 
 def render() -> str:
-    """The YAML text: one comment line and one value line per parameter."""
+    """Render the YAML: one comment line and one value line per parameter."""
     lines = ["# Default parameters of the fer node (fer_ros/parameters.py is the reference;",
              "# test/test_parameters.py checks that the two agree).",
              "fer:", "  ros__parameters:"]
@@ -30,7 +30,7 @@ def render() -> str:
 
 
 def render_table() -> str:
-    """The README's markdown table of the parameters."""
+    """Render the README's markdown table of the parameters."""
     rows = ["| parameter | type | default | meaning |", "|---|---|---|---|"]
     for spec in FER_NODE_PARAMETERS:
         meaning = spec.description

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional  # noqa: F401
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import yaml
@@ -93,7 +93,7 @@ def load_split(paths: List[str], split: str, label_set: str, drop_blank: bool):
 def make_dataset(images: np.ndarray, y: np.ndarray, num_classes: int,
                  batch_size: int, augmenter=None, weights=None,
                  shuffle_seed: Optional[int] = None, label_smoothing: float = 0.0):
-    """A ``tf.data`` pipeline of (face float [B,48,48,1], one-hot[, weight])."""
+    """Build a ``tf.data`` pipeline of (face float [B,48,48,1], one-hot[, weight])."""
     import tensorflow as tf
 
     x = images[..., None].astype(np.float32)
@@ -134,9 +134,7 @@ def train(config: TrainConfig) -> Path:
     import keras
 
     from fer_ros.datasets import class_weights
-    from fer_ros.evaluation import (classification_metrics, git_revision,
-                                    plot_confusion, plot_curves,
-                                    read_history_csv, write_metrics)
+    from fer_ros.evaluation import plot_curves, read_history_csv
     from fer_ros.labels import label_set as labels_for
     from fer_ros.models import build_model
     from training.augmentation import build_augmenter

@@ -65,7 +65,8 @@ class EmotionRecorderNode(Node):
     def _check_ready(self) -> None:
         overlay_topic = self.get_parameter("overlay_topic").value
         if self.count_publishers(self.resolve_topic_name("emotions")) > 0 and (
-                not overlay_topic or self.count_publishers(self.resolve_topic_name(overlay_topic)) > 0):
+                not overlay_topic
+                or self.count_publishers(self.resolve_topic_name(overlay_topic)) > 0):
             Path(self._ready_file).touch()
             self._ready_timer.cancel()
 

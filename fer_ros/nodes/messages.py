@@ -93,7 +93,7 @@ def msg_to_dict(msg: Any) -> Any:
 
 
 def emotion_array_record(msg: Any) -> Dict[str, Any]:
-    """The JSON record of one EmotionArray (as written to emotions.jsonl)."""
+    """Return the JSON record of one EmotionArray (as written to emotions.jsonl)."""
     record = msg_to_dict(msg)
     record["stamp"] = stamp_to_seconds(msg.header.stamp)
     return record
