@@ -1,0 +1,212 @@
+"""The thesis' baselines: ``python -m training.baselines {svm-pixels,svm-cnn,transfer} ...``.
+
+* ``svm-pixels``: SVMs on raw pixels (linear, polynomial degree 2 and 3, RBF)
+  on standardised 48x48 faces.  Kernel SVMs scale quadratically with the
+  training set, so they train on a class-stratified subsample
+  (``--train-samples``, printed with the results).
+* ``svm-cnn``: a linear SVM on the static CNN's features (``features``
+  layer, averaged over space), with and without PCA to 22 components.
+* ``transfer``: frozen VGG-16 / ResNet-50 ImageNet features + a small dense
+  head.  The ImageNet weights cannot be downloaded at run time here: pass a
+  local Keras weights file with ``--weights``; without one the command
+  stops with a clear message.
+
+Each writes ``runs/baselines/<name>/metrics.json`` and ``confusion.png``
+and prints the accuracy on the validation split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+#: Components kept by the PCA variant (thesis: 22).
+PCA_COMPONENTS = 22
+
+
+def load_xy(data: str, split: str, label_set: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Faces and class indices of one split (blank junk faces dropped)."""
+    from fer_ros.datasets import find_junk, load_any
+    from fer_ros.labels import label_set as labels_for
+
+    dataset = load_any(data)
+    dataset = dataset.subset((dataset.split == split) & ~find_junk(dataset.images)["blank"])
+    return dataset.targets(labels_for(label_set))
+
+
+def stratified_subsample(y: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Indices of about ``count`` samples keeping the class proportions."""
+    if count <= 0 or count >= len(y):
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero(y == c),
+                        size=max(1, round(count * np.mean(y == c))), replace=False)
+             for c in np.unique(y)]
+    return np.sort(np.concatenate(picks))
+
+
+def report(name: str, y_true: np.ndarray, y_pred: np.ndarray, labels, out: Path,
+           extra: Dict) -> Dict:
+    """Write metrics.json and confusion.png for one baseline and print a line."""
+    from fer_ros.evaluation import (classification_metrics, plot_confusion, report_line,
+                                    write_metrics)
+
+    metrics = classification_metrics(y_true, y_pred, labels)
+    metrics.update(extra)
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    write_metrics(folder / "metrics.json", metrics)
+    plot_confusion(metrics["confusion_matrix"], labels, folder / "confusion.png",
+                   f"{name}: accuracy {metrics['accuracy']:.3f}")
+    print(report_line(name, metrics, {k: v for k, v in extra.items()
+                                      if k in ("train_samples", "seconds")}), flush=True)
+    return metrics
+
+
+def svm_pixels(args) -> int:
+    """SVMs on standardised raw pixels."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC, LinearSVC
+
+    from fer_ros.labels import label_set as labels_for
+
+    x_train, y_train = load_xy(args.data, "Training", args.label_set)
+    x_val, y_val = load_xy(args.data, args.val_split, args.label_set)
+    keep = stratified_subsample(y_train, args.train_samples, args.seed)
+    x_train, y_train = x_train[keep].reshape(len(keep), -1) / 255.0, y_train[keep]
+    x_val = x_val.reshape(len(x_val), -1) / 255.0
+    models = {"svm_linear": LinearSVC(C=0.01, max_iter=5000),
+              "svm_poly2": SVC(kernel="poly", degree=2, C=1.0),
+              "svm_poly3": SVC(kernel="poly", degree=3, C=1.0),
+              "svm_rbf": SVC(kernel="rbf", C=10.0, gamma="scale")}
+    for name in args.kernels or list(models):
+        started = time.time()
+        model = make_pipeline(StandardScaler(), models[name]).fit(x_train, y_train)
+        report(f"{name}_pixels_{args.label_set}", y_val, model.predict(x_val),
+               labels_for(args.label_set), args.output,
+               {"train_samples": int(len(y_train)), "seconds": round(time.time() - started, 1),
+                "evaluated_on": f"{args.data}:{args.val_split}", "features": "raw pixels"})
+    return 0
+
+
+def svm_cnn(args) -> int:
+    """A linear SVM on CNN features, with and without PCA."""
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    from fer_ros.classification import EmotionClassifier
+
+    classifier = EmotionClassifier.load(args.model, threads=2, tta_flip=False)
+    label_set = "3class" if len(classifier.labels) == 3 else "7class"
+    x_train, y_train = load_xy(args.data, "Training", label_set)
+    x_val, y_val = load_xy(args.data, args.val_split, label_set)
+    keep = stratified_subsample(y_train, args.train_samples, args.seed)
+    f_train = batched_features(classifier, x_train[keep])
+    f_val = batched_features(classifier, x_val)
+    components = min(PCA_COMPONENTS, f_train.shape[1], len(keep))
+    for name, reducer in (("svm_cnn", None), (f"svm_cnn_pca{components}",
+                                              PCA(components, random_state=args.seed))):
+        steps = [StandardScaler()] + ([reducer] if reducer is not None else []) + [
+            LinearSVC(C=0.1, max_iter=10000)]
+        started = time.time()
+        model = make_pipeline(*steps).fit(f_train, y_train[keep])
+        report(f"{name}_{label_set}", y_val, model.predict(f_val), classifier.labels,
+               args.output, {"train_samples": int(len(keep)),
+                             "seconds": round(time.time() - started, 1),
+                             "features": f"{classifier.source} features "
+                                         f"({f_train.shape[1]})",
+                             "evaluated_on": f"{args.data}:{args.val_split}"})
+    return 0
+
+
+def batched_features(classifier, faces: np.ndarray, batch: int = 256) -> np.ndarray:
+    """CNN features of many faces, in batches."""
+    return np.concatenate([classifier.features(faces[i:i + batch])
+                           for i in range(0, len(faces), batch)])
+
+
+def transfer(args) -> int:
+    """Frozen ImageNet backbone + dense head; needs a local weights file."""
+    if not args.weights or not Path(args.weights).is_file():
+        print(f"baselines: error: transfer learning needs ImageNet weights for "
+              f"{args.backbone}, which cannot be downloaded here; pass a local Keras "
+              f"weights file (e.g. {args.backbone}_weights_tf_dim_ordering_tf_kernels_notop.h5)"
+              f" with --weights", file=sys.stderr)
+        return 2
+    import keras
+
+    from fer_ros.labels import label_set as labels_for
+
+    labels = labels_for(args.label_set)
+    backbones = {"vgg16": (keras.applications.VGG16, keras.applications.vgg16),
+                 "resnet50": (keras.applications.ResNet50, keras.applications.resnet50)}
+    builder, module = backbones[args.backbone]
+    base = builder(include_top=False, weights=args.weights, input_shape=(48, 48, 3))
+    base.trainable = False
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Concatenate()([inputs, inputs, inputs])
+    x = keras.layers.Lambda(module.preprocess_input)(x)
+    x = keras.layers.GlobalAveragePooling2D()(base(x, training=False))
+    x = keras.layers.Dense(256, activation="relu")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    model = keras.Model(inputs, keras.layers.Dense(len(labels), activation="softmax")(x))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    x_train, y_train = load_xy(args.data, "Training", args.label_set)
+    x_val, y_val = load_xy(args.data, args.val_split, args.label_set)
+    keep = stratified_subsample(y_train, args.train_samples, args.seed)
+    started = time.time()
+    model.fit(x_train[keep, :, :, None].astype("float32"), y_train[keep], epochs=args.epochs,
+              batch_size=128, validation_data=(x_val[..., None].astype("float32"), y_val),
+              verbose=2)
+    predicted = model.predict(x_val[..., None].astype("float32"), verbose=0).argmax(axis=1)
+    report(f"transfer_{args.backbone}_{args.label_set}", y_val, predicted, labels,
+           args.output, {"train_samples": int(len(keep)),
+                         "seconds": round(time.time() - started, 1),
+                         "weights": str(args.weights)})
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", default="../shared/data/fer2013.npz")
+    common.add_argument("--val-split", default="PublicTest")
+    common.add_argument("--label-set", default="3class", choices=("3class", "7class"))
+    common.add_argument("--train-samples", type=int, default=6000,
+                        help="stratified training subsample (0 = all)")
+    common.add_argument("--seed", type=int, default=1)
+    common.add_argument("--output", type=Path, default=Path("runs/baselines"))
+    pixels = sub.add_parser("svm-pixels", parents=[common])
+    pixels.add_argument("--kernels", nargs="*",
+                        choices=("svm_linear", "svm_poly2", "svm_poly3", "svm_rbf"))
+    cnn = sub.add_parser("svm-cnn", parents=[common])
+    cnn.add_argument("--model", default="3class")
+    tl = sub.add_parser("transfer", parents=[common])
+    tl.add_argument("--backbone", choices=("vgg16", "resnet50"), default="vgg16")
+    tl.add_argument("--weights", default="", help="local ImageNet weights file (no-top)")
+    tl.add_argument("--epochs", type=int, default=10)
+    args = parser.parse_args(argv)
+    commands = {"svm-pixels": svm_pixels, "svm-cnn": svm_cnn, "transfer": transfer}
+    from fer_ros.classification import ModelLoadError
+    from fer_ros.datasets import DatasetError
+
+    try:
+        return commands[args.command](args)
+    except (OSError, ValueError, ModelLoadError, DatasetError) as error:
+        print(f"baselines: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
