@@ -30,7 +30,7 @@ PCA_COMPONENTS = 22
 
 
 def load_xy(data: str, split: str, label_set: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Faces and class indices of one split (blank junk faces dropped)."""
+    """Load the faces and class indices of one split (blank junk faces dropped)."""
     from fer_ros.datasets import find_junk, load_any
     from fer_ros.labels import label_set as labels_for
 
@@ -40,7 +40,7 @@ def load_xy(data: str, split: str, label_set: str) -> Tuple[np.ndarray, np.ndarr
 
 
 def stratified_subsample(y: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """Indices of about ``count`` samples keeping the class proportions."""
+    """Pick about ``count`` sample indices, keeping the class proportions."""
     if count <= 0 or count >= len(y):
         return np.arange(len(y))
     rng = np.random.default_rng(seed)
@@ -69,7 +69,7 @@ def report(name: str, y_true: np.ndarray, y_pred: np.ndarray, labels, out: Path,
 
 
 def svm_pixels(args) -> int:
-    """SVMs on standardised raw pixels."""
+    """Train and score SVMs on standardised raw pixels."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC, LinearSVC
@@ -96,7 +96,7 @@ def svm_pixels(args) -> int:
 
 
 def svm_cnn(args) -> int:
-    """A linear SVM on CNN features, with and without PCA."""
+    """Train and score a linear SVM on CNN features, with and without PCA."""
     from sklearn.decomposition import PCA
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -128,13 +128,13 @@ def svm_cnn(args) -> int:
 
 
 def batched_features(classifier, faces: np.ndarray, batch: int = 256) -> np.ndarray:
-    """CNN features of many faces, in batches."""
+    """Compute the CNN features of many faces, in batches."""
     return np.concatenate([classifier.features(faces[i:i + batch])
                            for i in range(0, len(faces), batch)])
 
 
 def transfer(args) -> int:
-    """Frozen ImageNet backbone + dense head; needs a local weights file."""
+    """Train a dense head on a frozen ImageNet backbone (local weights file)."""
     if not args.weights or not Path(args.weights).is_file():
         print(f"baselines: error: transfer learning needs ImageNet weights for "
               f"{args.backbone}, which cannot be downloaded here; pass a local Keras "
