@@ -26,8 +26,9 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 #: Names accepted by :meth:`EmotionClassifier.load` for shipped models.
 SHIPPED_MODELS = {"3class": "fer2013_3class", "7class": "fer2013_7class"}
 #: Batch sizes the LiteRT interpreters are allocated for; a batch is padded
-#: up to the next one, so no tensor is re-allocated per frame.
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+#: up to the next one, so no tensor is re-allocated per frame.  Dense at
+#: small sizes (faces x 2 with test-time flip), to waste little padding.
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 class ModelLoadError(RuntimeError):
@@ -267,12 +268,15 @@ class EmotionClassifier:
         return self.predict(faces)[1]
 
 
-def export_tflite(model, path: Path, info: Dict[str, Any]) -> Path:
+def export_tflite(model, path: Path, info: Dict[str, Any],
+                  float16_weights: bool = False) -> Path:
     """Export a trained Keras classifier to ``.tflite`` plus its JSON sidecar.
 
     :param model: a model built by :mod:`fer_ros.models` (one output).
     :param path: output ``.tflite`` path.
     :param info: sidecar content; must include ``labels``.
+    :param float16_weights: store weights as float16 (half the file size;
+        LiteRT computes in float32 after loading).
     :return: the written path.
     """
     import tensorflow as tf
@@ -281,9 +285,12 @@ def export_tflite(model, path: Path, info: Dict[str, Any]) -> Path:
     # from_keras_model, not from_concrete_functions: the latter loses Keras 3
     # variables here and the interpreter returns NaN.
     converter = tf.lite.TFLiteConverter.from_keras_model(wrapped)
+    if float16_weights:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(converter.convert())
-    sidecar = dict(info)
+    sidecar = dict(info, weights_dtype="float16" if float16_weights else "float32")
     sidecar.setdefault("feature_size", int(wrapped.outputs[-1].shape[-1])
                        if len(wrapped.outputs) > 1 else 0)
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
