@@ -40,6 +40,8 @@ MEDIA = REPO.parent / "shared" / "media"
 SCENARIOS = {"0 faces": "no_face.mp4", "1 face": "WolfgangLanger_Pexels.mp4",
              "6 faces": "group6.jpg"}
 SIZE = (640, 480)
+#: The peer classifier the speed-up ratios are computed against.
+PEER_CLASSIFIER = "fer mini-Xception (Keras, compiled)"
 
 
 def load_frames(name: str, count: int) -> List[np.ndarray]:
@@ -173,7 +175,7 @@ def worker_classifiers(count: int) -> Dict[str, Any]:
     size = peer.input_shape[1:3]
     faces_peer = rng.random((8,) + tuple(size) + (1,)).astype(np.float32)
     forward = tf.function(lambda x: peer(x, training=False))
-    results["fer mini-Xception (Keras, compiled)"] = {
+    results[PEER_CLASSIFIER] = {
         "batch1_ms_per_face": timed(lambda b: forward(b).numpy(), faces_peer[:1]),
         "batch8_ms_per_face": timed(lambda b: forward(b).numpy(), faces_peer)}
     from ai_edge_litert.interpreter import Interpreter
@@ -299,9 +301,15 @@ def machine() -> Dict[str, Any]:
 def print_table(results: Dict[str, Any]) -> None:
     """Print the human-readable summary."""
     print(f"\nmachine: {results['machine']['cpu']}, {results['machine']['cores']} cores")
-    print("\nclassifier, ms per face (median): batch 1 | batch 8")
+    peer = results["classifiers"].get(PEER_CLASSIFIER)
+    print(f"\nclassifier, ms per face (median): batch 1 | batch 8 | speed-up vs "
+          f"{PEER_CLASSIFIER} (batch 1 / batch 8)")
     for name, row in results["classifiers"].items():
-        print(f"  {name:42s} {row['batch1_ms_per_face']:8.3f} | {row['batch8_ms_per_face']:8.3f}")
+        ratio = (f"{peer['batch1_ms_per_face'] / row['batch1_ms_per_face']:5.2f}x / "
+                 f"{peer['batch8_ms_per_face'] / row['batch8_ms_per_face']:5.2f}x"
+                 if peer else "")
+        print(f"  {name:42s} {row['batch1_ms_per_face']:8.3f} | "
+              f"{row['batch8_ms_per_face']:8.3f} | {ratio}")
     print("\npipeline at 640x480: fps (median), total ms median/p95, peak RSS")
     for scenario, rows in results["pipelines"].items():
         for name, row in rows.items():
@@ -325,6 +333,55 @@ def print_table(results: Dict[str, Any]) -> None:
               f"{latency['median']:.1f} ms, p95 {latency['p95']:.1f} ms")
 
 
+def readme_table(results: Dict[str, Any]) -> str:
+    """Render the README's benchmark section from a results dict."""
+    m = results["machine"]
+    lines = [f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
+             f"by `benchmarks/run.py` ({results['frames']} frames per scenario, 640x480; "
+             f"medians; fer = `fer` {results.get('fer_version', '')} with its Haar cascade "
+             f"and mini-Xception, measured in the same run).", "",
+             "| scenario | fer_ros fps | fer fps | ratio | fer_ros ms (median / p95) | "
+             "fer_ros peak RSS | fer peak RSS |", "|---|---|---|---|---|---|---|"]
+    for scenario, rows in results["pipelines"].items():
+        ours, peer = rows["fer_ros"], rows.get("fer")
+        total = ours["stages_ms"]["total"]
+        lines.append(
+            f"| {scenario} | {ours['fps']:.0f} | {peer['fps']:.0f} | "
+            f"{ours['fps'] / peer['fps']:.1f}x | {total['median']:.1f} / {total['p95']:.1f} | "
+            f"{ours['peak_rss_mb']:.0f} MB | {peer['peak_rss_mb']:.0f} MB |" if peer else
+            f"| {scenario} | {ours['fps']:.0f} | - | - | {total['median']:.1f} / "
+            f"{total['p95']:.1f} | {ours['peak_rss_mb']:.0f} MB | - |")
+    stages = results["pipelines"]["1 face"]["fer_ros"]["stages_ms"]
+    lines += ["", "fer_ros stages with one face (median ms): " + ", ".join(
+        f"{k} {v['median']:.2f}" for k, v in stages.items() if k != "total") + "."]
+    if results.get("classifiers"):
+        peer = results["classifiers"].get(PEER_CLASSIFIER) or {}
+        lines += ["", "| classifier | ms/face, batch 1 | ms/face, batch 8 | "
+                      "speed-up vs fer's Keras model (batch 1 / 8) |", "|---|---|---|---|"]
+        lines += [f"| {name} | {row['batch1_ms_per_face']:.2f} | "
+                  f"{row['batch8_ms_per_face']:.2f} | "
+                  f"{peer.get('batch1_ms_per_face', 0) / row['batch1_ms_per_face']:.2f}x / "
+                  f"{peer.get('batch8_ms_per_face', 0) / row['batch8_ms_per_face']:.2f}x |"
+                  for name, row in results["classifiers"].items()]
+    for profile, dds in results.get("dds", {}).items():
+        latency = dds["latency_ms"] or {"median": float("nan"), "p95": float("nan")}
+        lines += ["", f"Over DDS ({profile.replace('_', ' ')} Fast DDS transport; camera "
+                  f"publishing 640x480 bgr8 at {dds['publish_fps']} fps, best effort): "
+                  f"{dds['processed_share']:.0%} of frames processed, image stamp to "
+                  f"EmotionArray receipt {latency['median']:.1f} ms median, "
+                  f"{latency['p95']:.1f} ms p95."]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(results: Dict[str, Any]) -> None:
+    """Replace the README's benchmark section between its markers."""
+    readme = REPO / "README.md"
+    start, end = "<!-- benchmark: generated by benchmarks/run.py -->\n", "<!-- /benchmark -->"
+    text = readme.read_text()
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + readme_table(results) + end + rest.split(end, 1)[1])
+
+
 def main(argv: List[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -332,6 +389,8 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--skip-dds", action="store_true")
     parser.add_argument("--skip-peer", action="store_true", help="do not measure fer")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--update-readme", action="store_true",
+                        help="rewrite the README's benchmark table from this run")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -343,6 +402,12 @@ def main(argv: List[str] | None = None) -> int:
         print(json.dumps(workers[kind]()))
         return 0
     results: Dict[str, Any] = {"machine": machine(), "frames": args.frames, "pipelines": {}}
+    try:
+        from importlib.metadata import version
+
+        results["fer_version"] = version("fer")
+    except Exception:  # the peer is optional
+        pass
     if not args.skip_peer:
         results["classifiers"] = run_worker("classifiers", "200")
     for scenario, name in SCENARIOS.items():
@@ -358,6 +423,8 @@ def main(argv: List[str] | None = None) -> int:
     output.write_text(json.dumps(results, indent=2) + "\n")
     if "classifiers" in results:
         print_table(results)
+    if args.update_readme:
+        update_readme(results)
     print(f"\nwrote {output}")
     return 0
 
