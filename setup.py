@@ -68,5 +68,6 @@ setup(
         "emotion_recorder = fer_ros.nodes.emotion_recorder:main",
         "fer-ros-demo = fer_ros.demo:main",
         "fer-evaluate = fer_ros.evaluate_cli:main",
+        "fer-analyze = fer_ros.analyze_cli:main",
     ]},
 )
