@@ -14,16 +14,11 @@ figures, annotated.mp4 and a self-contained report.html.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
 PROG = "fer-analyze"
-#: Library log levels for this process (the user's own settings win): FFmpeg
-#: would print its own lines (e.g. "moov atom not found") before our one-line
-#: error for a broken video, and OpenCV repeats them as warnings.
-QUIET_LIBRARY_LOGS = {"OPENCV_FFMPEG_LOGLEVEL": "-8", "OPENCV_LOG_LEVEL": "ERROR"}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -69,8 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    for name, level in QUIET_LIBRARY_LOGS.items():
-        os.environ.setdefault(name, level)
     from fer_ros.bag_source import BagError
     from fer_ros.classification import ModelLoadError
     from fer_ros.detection import DetectorError

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from fer_ros.labels import FER2013_LABELS, THREE_CLASS_LABELS
+from fer_ros.native_logs import quiet_native_stderr
 from fer_ros.preprocessing import FACE_SIZE
 
 #: Folder of the models shipped inside the package.
@@ -83,7 +84,8 @@ class _LiteRTBackend:
                                                 num_threads=self._threads)
             index = interpreter.get_input_details()[0]["index"]
             interpreter.resize_tensor_input(index, [batch, FACE_SIZE, FACE_SIZE, 1])
-            interpreter.allocate_tensors()
+            with quiet_native_stderr():
+                interpreter.allocate_tensors()
             self._interpreters[batch] = interpreter
         return interpreter
 

@@ -23,6 +23,8 @@ from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 import cv2
 import numpy as np
 
+from fer_ros.native_logs import quiet_native_stderr
+
 #: Sigmoid input clip; MediaPipe uses 100, which overflows float32 exp.
 RAW_SCORE_LIMIT = 80.0
 #: Detections whose boxes overlap more than this (IoU) are merged.
@@ -190,7 +192,8 @@ def make_tflite_interpreter(model_path: Path, threads: int):
         except ImportError:
             raise DetectorError("no TFLite runtime: `pip install ai-edge-litert`") from None
     interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
-    interpreter.allocate_tensors()
+    with quiet_native_stderr():
+        interpreter.allocate_tensors()
     return interpreter
 
 

@@ -17,6 +17,7 @@ from typing import Any, Dict, Sequence, Tuple
 import numpy as np
 
 from fer_ros.classification import ModelLoadError
+from fer_ros.native_logs import quiet_native_stderr
 from fer_ros.sequence import resample
 
 
@@ -93,7 +94,8 @@ def _litert_forward(path: Path, threads: int, length: int, features: int):
                 interpreter = Interpreter(model_content=content, num_threads=threads)
                 index = interpreter.get_input_details()[0]["index"]
                 interpreter.resize_tensor_input(index, [batch, length, features])
-                interpreter.allocate_tensors()
+                with quiet_native_stderr():
+                    interpreter.allocate_tensors()
             except (ValueError, RuntimeError) as error:
                 raise ModelLoadError(f"{path}: not a valid TFLite model ({error})") from None
             interpreters[batch] = interpreter

@@ -5,6 +5,7 @@ Used by the ``video_source`` node and by the offline analysis CLI.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Tuple
@@ -15,6 +16,10 @@ import numpy as np
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 #: Frame rate assumed for images and cameras that do not report one, frames/s.
 DEFAULT_FRAME_RATE = 30.0
+#: OpenCV/FFmpeg log levels used unless the user set their own: FFmpeg would
+#: print its own lines (e.g. "moov atom not found") for a broken file,
+#: before and besides the one clear SourceError.
+QUIET_VIDEO_LOGS = {"OPENCV_FFMPEG_LOGLEVEL": "-8", "OPENCV_LOG_LEVEL": "ERROR"}
 
 
 class SourceError(RuntimeError):
@@ -50,6 +55,8 @@ class FrameSource:
 
     def __init__(self, source: str, size: Optional[Tuple[int, int]] = None,
                  image_frames: int = 1) -> None:
+        for name, level in QUIET_VIDEO_LOGS.items():
+            os.environ.setdefault(name, level)
         self.source = source
         self.size = size if size and size[0] > 0 and size[1] > 0 else None
         self._image: Optional[np.ndarray] = None
