@@ -51,3 +51,22 @@ def test_missing_video_is_one_clear_error(tmp_path):
     assert completed.returncode != 0
     assert completed.stderr.strip().splitlines() == [
         f"fer-ros-demo: error: {tmp_path / 'nope.mp4'}: no such file"]
+
+
+def test_dynamic_predictions_and_stability_on_real_footage(tmp_path, ros_domain):
+    from fer_ros.runtime import shipped_dynamic_path
+
+    if shipped_dynamic_path("3class") is None:
+        pytest.skip("no shipped CNN-LSTM for the 3-class model")
+    records = run_demo(shared_media("WolfgangLanger_Pexels.mp4"), tmp_path)
+    faces = [e for r in records for e in r["emotions"]]
+    assert len(records) >= 0.95 * 472 and len(faces) >= 0.9 * len(records)
+    # A stability value for the face in every frame it is seen...
+    assert all(e["stability_samples"] >= 1 and 0.0 <= e["stability"] <= 1.0 for e in faces)
+    # ...and CNN-LSTM predictions once enough frames are buffered (default 10).
+    dynamic = [e for e in faces if e["has_dynamic"]]
+    assert len(dynamic) >= 0.8 * len(faces)
+    assert all(e["sequence_length"] >= 10 and e["dynamic_label"] in e["labels"]
+               for e in dynamic)
+    first = next(i for i, e in enumerate(faces) if e["has_dynamic"])
+    assert 9 <= first <= 20
