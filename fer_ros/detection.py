@@ -73,6 +73,9 @@ class FaceDetection:
 class FaceDetector(Protocol):
     """Anything that finds faces in an RGB/BGR uint8 frame."""
 
+    #: detections below this confidence (0..1) are dropped
+    min_score: float
+
     def detect(self, image: np.ndarray, bgr: bool = True) -> List[FaceDetection]:
         """Return the faces in ``image`` ([H,W,3] uint8)."""
 

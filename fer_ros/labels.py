@@ -6,7 +6,7 @@ Label orders are part of the public interface: the probabilities published in
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def canonical_label(name: str) -> str:
     return LABEL_SYNONYMS[key]
 
 
-def relabel(names: Sequence[str], target: Sequence[str]) -> np.ndarray:
+def relabel(names: Union[Sequence[str], np.ndarray], target: Sequence[str]) -> np.ndarray:
     """Map label names onto indices of ``target``; -1 marks dropped samples.
 
     Seven-class names map onto three classes through :data:`SEVEN_TO_THREE`;

@@ -14,7 +14,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Dict, Sequence
 
 import keras
 from keras import layers, regularizers
@@ -199,7 +199,7 @@ def build_vgg_residual(num_classes: int,
 
 
 #: Builders by the name used in training configs.
-BUILDERS = {
+BUILDERS: Dict[str, Callable[..., keras.Model]] = {
     "mini_xception": build_mini_xception,
     "dense_xception": build_dense_xception,
     "vgg": build_vgg_residual,

@@ -28,6 +28,7 @@ class DynamicClassifier(Protocol):
 
     labels: Tuple[str, ...]
     sequence_length: int
+    feature_size: int
 
     def predict_sequences(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities [B, len(labels)] for B feature sequences."""
@@ -135,8 +136,7 @@ class EmotionPipeline:
         if dynamic is not None and tuple(dynamic.labels) != tuple(classifier.labels):
             raise ValueError(f"CNN-LSTM labels {dynamic.labels} differ from the "
                              f"static model's {classifier.labels}")
-        if dynamic is not None and getattr(dynamic, "feature_size", None) not in (
-                None, classifier.feature_size):
+        if dynamic is not None and dynamic.feature_size != classifier.feature_size:
             raise ValueError(f"CNN-LSTM expects {dynamic.feature_size} features per frame, "
                              f"the static model gives {classifier.feature_size}")
         self.tracker = FaceTracker(self.config.tracker_min_iou, self.config.track_max_age_s)

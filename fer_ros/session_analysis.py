@@ -18,14 +18,15 @@ same frames replayed from a bag bit-for-bit comparable.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional, Protocol,
-                    Sequence, Tuple)
+from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional, Protocol, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 
@@ -266,7 +267,7 @@ class VideoSessionSource:
         self._video.rewind()
         for frame in self._video.frames():
             yield SourceFrame(frame.index, frame.time_s, frame.time_s,
-                              lambda image=frame.image: image)
+                              functools.partial(_identity, frame.image))
 
     def close(self) -> None:
         """Release the video file."""
@@ -720,7 +721,7 @@ def overall_summary(session: SessionData, faces: Mapping[str, Dict[str, Any]]
     share = shares([r.label for r in rows], session.labels)
     valence = np.array([r.valence for r in rows]) if rows else np.zeros(0)
 
-    def mean(values: Sequence[float]) -> Optional[float]:
+    def mean(values: Union[Sequence[float], np.ndarray]) -> Optional[float]:
         return float(np.mean(values)) if len(values) else None
 
     return {
@@ -780,7 +781,7 @@ def csv_header(labels: Sequence[str]) -> List[str]:
 
 def csv_values(row: FaceRow, labels: Sequence[str]) -> List[Any]:
     """One faces.csv line (dynamic probabilities empty when there are none)."""
-    dynamic = list(row.dynamic_probabilities) or [""] * len(labels)
+    dynamic: List[Any] = list(row.dynamic_probabilities) or [""] * len(labels)
     return ([row.frame_index, row.time_s, row.stamp, row.face_id, *row.box,
              row.detection_score, row.label, row.confidence, row.frame_label]
             + list(row.probabilities) + list(row.smoothed_probabilities)
@@ -813,3 +814,7 @@ def write_summary_json(summary: Mapping[str, Any], path: Path) -> Path:
     """
     path.write_text(json.dumps(summary, indent=2) + "\n")
     return path
+
+
+def _identity(image: np.ndarray) -> np.ndarray:
+    return image

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Dict, Iterable, List, Sequence, Tuple
+from typing import Deque, Dict, Iterable, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -50,8 +50,9 @@ class StabilityValues:
     samples: int = 0
 
 
-def stability_of(stamps: Sequence[float], labels: Sequence[object],
-                 valences: Sequence[float], window_s: float) -> StabilityValues:
+def stability_of(stamps: Union[Sequence[float], np.ndarray], labels: Sequence[object],
+                 valences: Union[Sequence[float], np.ndarray],
+                 window_s: float) -> StabilityValues:
     """Stability values of one face's frames that lie within the window.
 
     The window is ``(stamps[-1] - window_s, stamps[-1]]``; earlier frames are

@@ -38,3 +38,11 @@ def test_no_rclpy_in_core_modules():
 def test_copyright_and_license_declared():
     assert "<license>Apache-2.0</license>" in (REPO / "package.xml").read_text()
     assert (REPO / "LICENSE").is_file()
+
+
+def test_mypy():
+    pytest.importorskip("mypy")
+    completed = subprocess.run([sys.executable, "-m", "mypy", "fer_ros",
+                                "--ignore-missing-imports", "--no-strict-optional"],
+                               cwd=REPO, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stdout
