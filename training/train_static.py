@@ -54,6 +54,7 @@ class TrainConfig:
     max_train_samples: int = 0           # 0 = all; >0 for smoke tests
     output_root: str = "runs"
     multitask: bool = False              # one trunk, 7-class and 3-class heads
+    init_weights: str = ""               # start from this .keras (same architecture)
 
     @classmethod
     def from_yaml(cls, path: Path, overrides: Optional[Dict[str, Any]] = None
@@ -293,6 +294,10 @@ def train_multitask(config: TrainConfig) -> Path:
         return ds.prefetch(tf.data.AUTOTUNE)
 
     model = build_multitask(config.architecture, **config.model)
+    if config.init_weights:
+        # Warm restart: a new learning-rate cycle from a trained model.
+        model.set_weights(keras.models.load_model(config.init_weights).get_weights())
+        print(f"initialised from {config.init_weights}", flush=True)
     summary: List[str] = []
     model.summary(print_fn=lambda line, **_: summary.append(line))
     (run_dir / "model_summary.txt").write_text("\n".join(summary) + "\n")
