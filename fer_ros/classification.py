@@ -299,6 +299,13 @@ def export_tflite(model, path: Path, info: Dict[str, Any],
     return path
 
 
+def file_fingerprint(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, first 16 hex digits (identifies a model)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def check_labels(labels: Sequence[str]) -> None:
     """Raise ValueError unless ``labels`` is a known label order."""
     if tuple(labels) not in (THREE_CLASS_LABELS, FER2013_LABELS):

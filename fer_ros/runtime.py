@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
-from fer_ros.classification import SHIPPED_MODELS, WEIGHTS_DIR, EmotionClassifier
+from fer_ros.classification import (SHIPPED_MODELS, WEIGHTS_DIR, EmotionClassifier,
+                                    ModelLoadError, file_fingerprint)
 from fer_ros.detection import create_detector
 from fer_ros.parameters import defaults
 from fer_ros.pipeline import DynamicClassifier, EmotionPipeline, PipelineConfig
@@ -37,6 +38,19 @@ def load_dynamic(setting: str, static_model: str, threads: int
     return SequenceClassifier.load(path, threads=threads)
 
 
+def check_dynamic_matches(dynamic: Optional[DynamicClassifier],
+                          classifier: EmotionClassifier) -> None:
+    """Refuse a CNN-LSTM trained on another static model's features.
+
+    :raises ModelLoadError: when the sidecar names a different static model.
+    """
+    expected = getattr(dynamic, "info", {}).get("static_model_sha256") if dynamic else None
+    if expected and expected != file_fingerprint(classifier.source):
+        raise ModelLoadError(
+            f"{getattr(dynamic, 'source', 'CNN-LSTM')}: trained on the features of another "
+            f"static model than {classifier.source}; retrain it with training.train_lstm")
+
+
 def build_pipeline(values: Optional[Mapping[str, Any]] = None
                    ) -> Tuple[EmotionPipeline, str]:
     """Create the pipeline from parameter values (missing ones take defaults).
@@ -54,6 +68,7 @@ def build_pipeline(values: Optional[Mapping[str, Any]] = None
                                float(settings["min_face_size_px"]), threads=1,
                                verify_min_score=float(settings["verify_min_score"]))
     dynamic = load_dynamic(settings["dynamic_model"], settings["model"], threads)
+    check_dynamic_matches(dynamic, classifier)
     config = PipelineConfig(
         crop_margin=float(settings["crop_margin"]), max_faces=int(settings["max_faces"]),
         tracker_min_iou=float(settings["tracker_min_iou"]),

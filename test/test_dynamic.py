@@ -51,3 +51,27 @@ def test_wrong_feature_size_and_missing_sidecar(tiny_lstm, tmp_path):
     lone.write_bytes((tiny_lstm / "tiny_lstm.tflite").read_bytes())
     with pytest.raises(ModelLoadError, match="sidecar"):
         SequenceClassifier.load(lone)
+
+
+def test_sequence_model_of_another_static_model_is_refused(tiny_lstm, tiny_model_paths):
+    from fer_ros.classification import EmotionClassifier, file_fingerprint
+    from fer_ros.runtime import check_dynamic_matches
+
+    classifier = EmotionClassifier.load(tiny_model_paths["tflite"])
+    dynamic = SequenceClassifier.load(tiny_lstm / "tiny_lstm.tflite")
+    dynamic.info["static_model_sha256"] = file_fingerprint(tiny_model_paths["tflite"])
+    check_dynamic_matches(dynamic, classifier)
+    dynamic.info["static_model_sha256"] = "0" * 16
+    with pytest.raises(ModelLoadError, match="another static model"):
+        check_dynamic_matches(dynamic, classifier)
+
+
+def test_shipped_sequence_models_match_the_shipped_static_models():
+    from fer_ros.runtime import build_pipeline, shipped_dynamic_path
+
+    for name in ("3class", "7class"):
+        if shipped_dynamic_path(name) is None:
+            continue
+        pipeline, _ = build_pipeline({"model": name})
+        assert pipeline.dynamic is not None
+        assert pipeline.dynamic.feature_size == pipeline.classifier.feature_size

@@ -223,11 +223,13 @@ def train_lstm(config: LstmConfig, export: bool) -> Path:
     plot_confusion(lstm_metrics["confusion_matrix"], labels, run_dir / "confusion.png",
                    f"CNN-LSTM, {config.folds}-fold subject CV: acc {lstm_metrics['accuracy']:.3f}")
     if export:
+        from fer_ros.classification import file_fingerprint
         from fer_ros.dynamic import export_sequence_tflite
 
         target = WEIGHTS / f"{Path(classifier.source).stem}_lstm.tflite"
         export_sequence_tflite(final, target, {
             "labels": list(labels), "static_model": Path(classifier.source).name,
+            "static_model_sha256": file_fingerprint(classifier.source),
             "cross_validation": metrics["mean_fold_accuracy"], "protocol": metrics["protocol"],
             "run": config.name})
         print(f"exported {target}")
