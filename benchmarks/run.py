@@ -35,6 +35,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # measure this checkout's fer_ros, not an older install
 MEDIA = REPO.parent / "shared" / "media"
 #: Footage by scenario: (file, frames to use; images are repeated).
 SCENARIOS = {"0 faces": "no_face.mp4", "1 face": "WolfgangLanger_Pexels.mp4",

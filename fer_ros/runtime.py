@@ -65,7 +65,7 @@ def build_pipeline(values: Optional[Mapping[str, Any]] = None
     classifier = EmotionClassifier.load(settings["model"], threads=threads)
     detector = create_detector(settings["detector_model"],
                                float(settings["min_detection_score"]),
-                               float(settings["min_face_size_px"]), threads=1,
+                               float(settings["min_face_size_px"]), threads=threads,
                                verify_min_score=float(settings["verify_min_score"]))
     dynamic = load_dynamic(settings["dynamic_model"], settings["model"], threads)
     check_dynamic_matches(dynamic, classifier)
