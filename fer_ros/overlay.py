@@ -32,8 +32,11 @@ def draw_face(image: np.ndarray, face: FaceResult) -> None:
     scale = max(0.4, min(image.shape[:2]) / 900)
     line_height = int(22 * scale / 0.6)
     top = max(0, y - line_height * len(lines) - 4)
+    # Keep the caption inside the image: shift it left at the right edge.
+    widest = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for t in lines)
+    left = max(0, min(x, image.shape[1] - widest - 3))
     for i, text in enumerate(lines):
-        origin = (x, top + line_height * (i + 1))
+        origin = (left, top + line_height * (i + 1))
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         cv2.rectangle(image, (origin[0], origin[1] - th - 3),
                       (origin[0] + tw + 2, origin[1] + 3), (0, 0, 0), -1)

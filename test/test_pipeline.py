@@ -96,3 +96,20 @@ def test_soak_state_and_memory_stay_bounded(tiny_dynamic):
         assert max(size.values()) <= 6 + 6   # live faces + those not yet expired
     # Memory after 1000 frames vs after 3000 frames: no growth with time.
     assert memory[-1] < memory[1] * 1.5 + 1_000_000
+
+
+def test_overlay_draws_every_face_inside_the_image(tiny_model_paths):
+    import cv2
+
+    from fer_ros.overlay import draw_overlay
+
+    classifier = EmotionClassifier.load(tiny_model_paths["tflite"])
+    pipeline = EmotionPipeline(classifier, BlazeFaceDetector())
+    image = cv2.resize(cv2.imread(str(shared_media("group6.jpg"))), (640, 443))
+    result = pipeline.process(image, 0.0)
+    overlay = draw_overlay(image, result)
+    assert overlay.shape == image.shape and len(result.faces) == 6
+    assert not np.array_equal(overlay, image)
+    for face in result.faces:   # each box outline is drawn in the label's colour
+        x, y = int(round(face.detection.x)), int(round(face.detection.y + 5))
+        assert not np.array_equal(overlay[y, x], image[y, x])
