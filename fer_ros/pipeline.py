@@ -93,28 +93,28 @@ class FrameResult:
     tracked_faces: int
     timings_ms: Dict[str, float] = field(default_factory=dict)
 
+    def _mean(self, values: List[float], without_faces: float) -> float:
+        return float(np.mean(values)) if self.faces else without_faces
+
     @property
     def mean_stability(self) -> float:
         """Mean stability over the faces (1.0 without faces)."""
-        return float(np.mean([f.stability.stability for f in self.faces])) \
-            if self.faces else 1.0
+        return self._mean([f.stability.stability for f in self.faces], 1.0)
 
     @property
     def mean_label_change_rate(self) -> float:
         """Mean label-change rate over the faces, changes per second."""
-        return float(np.mean([f.stability.label_change_rate for f in self.faces])) \
-            if self.faces else 0.0
+        return self._mean([f.stability.label_change_rate for f in self.faces], 0.0)
 
     @property
     def mean_valence_mssd(self) -> float:
         """Mean valence MSSD over the faces."""
-        return float(np.mean([f.stability.valence_mssd for f in self.faces])) \
-            if self.faces else 0.0
+        return self._mean([f.stability.valence_mssd for f in self.faces], 0.0)
 
     @property
     def group_valence(self) -> float:
         """Mean valence over the faces (0.0 without faces)."""
-        return float(np.mean([f.valence for f in self.faces])) if self.faces else 0.0
+        return self._mean([f.valence for f in self.faces], 0.0)
 
 
 class EmotionPipeline:

@@ -303,17 +303,8 @@ def plot_shares(session: SessionData, summary: Mapping[str, Any], path: Path) ->
         (face_id, summary["faces"][face_id]["emotion_shares"]) for face_id in faces]
     fig = _figure(1.6 + 0.55 * len(entries))
     ax = fig.subplots()
-    names = [name for name, _ in entries][::-1]
-    left = np.zeros(len(entries))
-    for i, label in enumerate(session.labels):
-        values = np.array([share[label] for _, share in entries][::-1])
-        ax.barh(names, values, left=left, color=label_colour(label, i), label=label,
-                edgecolor="white")
-        for y, (x0, value) in enumerate(zip(left, values)):
-            if value >= MIN_LABELLED_SHARE:
-                ax.text(x0 + value / 2, y, f"{value:.0%}", ha="center", va="center",
-                        color="white", fontsize=10, fontweight="bold")
-        left += values
+    _draw_stacked_shares(ax, [name for name, _ in entries][::-1], session.labels,
+                         [share for _, share in entries][::-1], fontsize=10)
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter("{x:.0%}")
     ax.set_title("Share of processed frames with each emotion (published label)")
@@ -322,6 +313,28 @@ def plot_shares(session: SessionData, summary: Mapping[str, Any], path: Path) ->
     _label_legend(fig, session.labels)
     fig.savefig(path)
     return path
+
+
+def _draw_stacked_shares(ax: Any, positions: Sequence[Any], labels: Sequence[str],
+                         shares: Sequence[Mapping[str, float]], fontsize: int) -> None:
+    """Draw one horizontal bar per row, stacked by emotion share, with percentages.
+
+    :param ax: matplotlib axes.
+    :param positions: bar positions (numbers or row names), bottom to top.
+    :param labels: class names, in stacking order.
+    :param shares: per row, share of each label (0..1; missing labels are 0).
+    :param fontsize: size of the percentages written on the bars.
+    """
+    left = np.zeros(len(positions))
+    for i, label in enumerate(labels):
+        values = np.array([share.get(label, 0.0) for share in shares])
+        ax.barh(positions, values, left=left, color=label_colour(label, i), label=label,
+                edgecolor="white")
+        for y, (x0, value) in enumerate(zip(left, values)):
+            if value >= MIN_LABELLED_SHARE:
+                ax.text(x0 + value / 2, y, f"{value:.0%}", ha="center", va="center",
+                        color="white", fontsize=fontsize, fontweight="bold")
+        left += values
 
 
 def plot_comparison(names: Sequence[str], summaries: Sequence[Mapping[str, Any]],
@@ -339,16 +352,8 @@ def plot_comparison(names: Sequence[str], summaries: Sequence[Mapping[str, Any]]
     ax_shares, ax_valence, ax_stability, ax_rate = fig.subplots(
         1, 4, sharey=True, gridspec_kw={"width_ratios": [2.4, 1.1, 1, 1]})
     rows = np.arange(len(names))
-    left = np.zeros(len(names))
-    for i, label in enumerate(labels):
-        values = np.array([o["emotion_shares"].get(label, 0.0) for o in overall])
-        ax_shares.barh(rows, values, left=left, color=label_colour(label, i), label=label,
-                       edgecolor="white")
-        for y, (x0, value) in enumerate(zip(left, values)):
-            if value >= MIN_LABELLED_SHARE:
-                ax_shares.text(x0 + value / 2, y, f"{value:.0%}", ha="center", va="center",
-                               color="white", fontsize=9, fontweight="bold")
-        left += values
+    _draw_stacked_shares(ax_shares, list(rows), labels, [o["emotion_shares"] for o in overall],
+                         fontsize=9)
     for y, stats in enumerate(overall):
         if not stats["faces"]:
             ax_shares.text(0.5, y, "no faces", ha="center", va="center", fontsize=9,
