@@ -19,13 +19,14 @@ import numpy as np
 
 
 def evaluate(model: str, data: Path, split: str, output: Optional[Path],
-             tta_flip: Optional[bool], batch_size: int = 256) -> int:
+             tta_flip: Optional[bool], batch_size: int = 256,
+             collapse_to_three: bool = False) -> int:
     """Evaluate and report; return the exit code."""
     from fer_ros.classification import EmotionClassifier
     from fer_ros.datasets import load_any
     from fer_ros.evaluation import (classification_metrics, plot_confusion, report_line,
                                     write_metrics)
-    from fer_ros.labels import relabel
+    from fer_ros.labels import THREE_CLASS_LABELS, collapse_probabilities, relabel
 
     classifier = EmotionClassifier.load(model, tta_flip=tta_flip)
     dataset = load_any(data)
@@ -33,16 +34,24 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
         dataset = dataset.subset(dataset.split == split)
         if not len(dataset):
             raise ValueError(f"{data}: no samples in split {split!r}")
-    y = relabel(dataset.labels, classifier.labels)
+    labels = classifier.labels
+    if collapse_to_three:
+        if len(labels) != 7:
+            raise ValueError("--collapse-to-3class needs a 7-class model")
+        labels = THREE_CLASS_LABELS
+    y = relabel(dataset.labels, labels)
     keep = y >= 0
     images, y = dataset.images[keep], y[keep]
     if not len(images):
         raise ValueError(f"{data}: no samples with labels the model knows")
     probs = np.concatenate([classifier.predict_proba(images[i:i + batch_size])
                             for i in range(0, len(images), batch_size)])
-    metrics = classification_metrics(y, probs.argmax(axis=1), classifier.labels)
+    if collapse_to_three:
+        probs = collapse_probabilities(probs, classifier.labels)
+    metrics = classification_metrics(y, probs.argmax(axis=1), labels)
     metrics.update({"model": classifier.source, "data": str(data), "split": split,
                     "tta_flip": classifier.info.tta_flip,
+                    "collapsed_7_to_3": collapse_to_three,
                     "left_out_unmapped_labels": int((~keep).sum()),
                     "data_hash": dataset.fingerprint()})
     print(report_line(f"{Path(classifier.source).name} on {data.name}"
@@ -53,7 +62,7 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         write_metrics(output / "metrics.json", metrics)
-        plot_confusion(metrics["confusion_matrix"], classifier.labels,
+        plot_confusion(metrics["confusion_matrix"], labels,
                        output / "confusion.png",
                        f"{Path(classifier.source).stem}: accuracy {metrics['accuracy']:.3f}")
         print(f"wrote {output / 'metrics.json'} and {output / 'confusion.png'}")
@@ -71,6 +80,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="only this split (e.g. PublicTest); default: all samples")
     parser.add_argument("--output", type=Path, default=None,
                         help="folder for metrics.json and confusion.png")
+    parser.add_argument("--collapse-to-3class", action="store_true",
+                        help="score a 7-class model on the 3 valence classes (negative = "
+                             "angry+disgust+fear+sad; surprise dropped)")
     flip = parser.add_mutually_exclusive_group()
     flip.add_argument("--tta-flip", dest="tta_flip", action="store_true", default=None,
                       help="average over the face and its mirror image")
@@ -80,7 +92,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from fer_ros.datasets import DatasetError
 
     try:
-        return evaluate(args.model, args.data, args.split, args.output, args.tta_flip)
+        return evaluate(args.model, args.data, args.split, args.output, args.tta_flip,
+                        collapse_to_three=args.collapse_to_3class)
     except (ModelLoadError, DatasetError, ValueError, OSError) as error:
         print(f"fer-evaluate: error: {error}", file=sys.stderr)
         return 1

@@ -103,6 +103,25 @@ def relabel(names: Union[Sequence[str], np.ndarray], target: Sequence[str]) -> n
     return out
 
 
+def collapse_probabilities(probabilities: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """Turn 7-class probabilities into the 3 valence classes.
+
+    Negative sums angry, disgust, fear and sad; surprise, which the 3-class
+    set leaves out, is dropped and the rest renormalised.
+
+    :param probabilities: float [N, len(labels)].
+    :param labels: the 7-class label order of the columns.
+    :return: float32 [N, 3] in :data:`THREE_CLASS_LABELS` order, rows sum to 1.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    out = np.zeros((len(probabilities), 3), np.float32)
+    for column, label in enumerate(labels):
+        target = SEVEN_TO_THREE.get(canonical_label(label))
+        if target is not None:
+            out[:, THREE_CLASS_LABELS.index(target)] += probabilities[:, column]
+    return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
+
+
 def valence_of(probabilities: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     """Return the expected valence in [-1, 1] under the class probabilities.
 

@@ -165,3 +165,27 @@ def test_shared_fer2013_junk_counts_are_reported():
     data = load_fer2013(path)
     junk = find_junk(data.images)
     assert 1 <= junk["blank"].sum() < 100
+
+
+def test_collapse_seven_class_probabilities():
+    from fer_ros.labels import collapse_probabilities
+
+    probs = np.array([[0.1, 0.1, 0.1, 0.2, 0.1, 0.2, 0.2]])
+    # negative = 0.4, neutral = 0.2, positive = 0.2 (surprise 0.2 dropped) -> / 0.8
+    assert collapse_probabilities(probs, FER2013_LABELS)[0].tolist() == \
+        pytest.approx([0.5, 0.25, 0.25])
+
+
+def test_fer_evaluate_on_generated_data(tmp_path, tiny_model_paths, capsys):
+    from fer_ros.evaluate_cli import main
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "fer.npz", images=faces(21, rng), labels=np.tile(np.arange(7), 3),
+             usage=np.array(["PublicTest"] * 21))
+    assert main(["--model", str(tiny_model_paths["tflite"]), "--data",
+                 str(tmp_path / "fer.npz"), "--split", "PublicTest", "--output",
+                 str(tmp_path / "eval")]) == 0
+    assert "n=18" in capsys.readouterr().out    # 3 surprise faces left out
+    assert (tmp_path / "eval" / "confusion.png").is_file()
+    assert main(["--model", str(tiny_model_paths["tflite"]), "--data",
+                 str(tmp_path / "fer.npz"), "--collapse-to-3class"]) == 1
