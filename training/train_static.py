@@ -127,11 +127,77 @@ def predict_probabilities(model, images: np.ndarray, tta_flip: bool,
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]))
 
 
-def train(config: TrainConfig) -> Path:
-    """Run one experiment and return its run folder."""
+def start_run(config: TrainConfig) -> Path:
+    """Set threads and seeds, create the run folder and record the config in it.
+
+    Must run before TensorFlow is first imported (thread settings).
+    """
     if config.threads > 0:
         os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(config.threads))
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    import keras
+
+    run_dir = Path(config.output_root) / config.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    keras.utils.set_random_seed(config.seed)
+    return run_dir
+
+
+def load_train_and_validation(config: TrainConfig, label_set: str):
+    """Load training and validation faces, labels, and the facts metrics.json records.
+
+    :return: ``(x_train, y_train, x_val, y_val, facts)``.
+    """
+    x_train, y_train, train_hash, train_junk = load_split(
+        config.train_data, config.train_split, label_set, config.drop_blank)
+    if config.max_train_samples:
+        keep = np.random.default_rng(config.seed).permutation(len(x_train))
+        keep = keep[:config.max_train_samples]
+        x_train, y_train = x_train[keep], y_train[keep]
+    x_val, y_val, val_hash, val_junk = load_split(
+        [config.val_data], config.val_split, label_set, drop_blank=False)
+    facts = {"train_samples": int(len(x_train)), "train_data_hash": train_hash,
+             "val_data_hash": val_hash, "junk_in_train_source": train_junk,
+             "junk_in_val": val_junk}
+    return x_train, y_train, x_val, y_val, facts
+
+
+def learning_rate_schedule(config: TrainConfig, train_samples: int):
+    """Return the learning rate: a cosine decay, or a constant for the plateau schedule."""
+    import keras
+
+    if config.lr_schedule == "cosine":
+        steps = int(np.ceil(train_samples / config.batch_size)) * config.epochs
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate,
+                                                      decay_steps=steps, alpha=0.01)
+    if config.lr_schedule == "plateau":
+        return config.learning_rate
+    raise ValueError(f"lr_schedule must be 'cosine' or 'plateau', not {config.lr_schedule!r}")
+
+
+def schedule_callbacks(config: TrainConfig) -> list:
+    """Return the schedule's callbacks: ReduceLROnPlateau for plateau, none for cosine."""
+    import keras
+
+    if config.lr_schedule != "plateau":
+        return []
+    return [keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", factor=config.plateau_factor,
+        patience=config.plateau_patience, min_lr=1e-6)]
+
+
+def write_model_summary(model, run_dir: Path) -> None:
+    """Save the Keras summary into the run folder and print the parameter count."""
+    summary: List[str] = []
+    model.summary(print_fn=lambda line, **_: summary.append(line))
+    (run_dir / "model_summary.txt").write_text("\n".join(summary) + "\n")
+    print(f"model {model.name}: {model.count_params():,} parameters", flush=True)
+
+
+def train(config: TrainConfig) -> Path:
+    """Run one experiment and return its run folder."""
+    run_dir = start_run(config)
     import keras
 
     from fer_ros.datasets import class_weights
@@ -141,21 +207,10 @@ def train(config: TrainConfig) -> Path:
     from training.augmentation import build_augmenter
 
     labels = labels_for(config.label_set)
-    run_dir = Path(config.output_root) / config.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    keras.utils.set_random_seed(config.seed)
-
-    x_train, y_train, train_hash, train_junk = load_split(
-        config.train_data, config.train_split, config.label_set, config.drop_blank)
-    if config.max_train_samples:
-        keep = np.random.default_rng(config.seed).permutation(len(x_train))
-        x_train, y_train = x_train[keep[:config.max_train_samples]], y_train[
-            keep[:config.max_train_samples]]
-    x_val, y_val, val_hash, val_junk = load_split(
-        [config.val_data], config.val_split, config.label_set, drop_blank=False)
+    x_train, y_train, x_val, y_val, facts = load_train_and_validation(config, config.label_set)
     print(f"train: {len(x_train)} faces {np.bincount(y_train, minlength=len(labels))}"
-          f" (junk in source: {train_junk}); validation: {len(x_val)} faces", flush=True)
+          f" (junk in source: {facts['junk_in_train_source']}); validation: {len(x_val)} "
+          f"faces", flush=True)
 
     weights = class_weights(y_train, len(labels)) if config.class_weighting else None
     augmenter = build_augmenter(config.augmentation, config.seed)
@@ -164,22 +219,9 @@ def train(config: TrainConfig) -> Path:
     val_ds = make_dataset(x_val, y_val, len(labels), 512)
 
     model = build_model(config.architecture, len(labels), **config.model)
-    summary: List[str] = []
-    model.summary(print_fn=lambda line, **_: summary.append(line))
-    (run_dir / "model_summary.txt").write_text("\n".join(summary) + "\n")
-    print(f"model {model.name}: {model.count_params():,} parameters", flush=True)
-
-    steps = int(np.ceil(len(x_train) / config.batch_size)) * config.epochs
-    if config.lr_schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=steps, alpha=0.01)
-    elif config.lr_schedule == "plateau":
-        learning_rate = config.learning_rate
-    else:
-        raise ValueError(f"lr_schedule must be 'cosine' or 'plateau', "
-                         f"not {config.lr_schedule!r}")
+    write_model_summary(model, run_dir)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate_schedule(config, len(x_train))),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"])
     callbacks = [
@@ -189,20 +231,14 @@ def train(config: TrainConfig) -> Path:
         keras.callbacks.CSVLogger(str(run_dir / "training_log.csv"), append=True),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                       patience=config.early_stopping_patience),
-    ]
-    if config.lr_schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=config.plateau_factor,
-            patience=config.plateau_patience, min_lr=1e-6))
+    ] + schedule_callbacks(config)
     started = time.time()
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
               callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
     train_seconds = time.time() - started
 
     best = keras.models.load_model(run_dir / "best.keras")
-    facts = {"train_samples": int(len(x_train)), "train_data_hash": train_hash,
-             "val_data_hash": val_hash, "junk_in_train_source": train_junk,
-             "junk_in_val": val_junk, "train_seconds_this_session": round(train_seconds, 1)}
+    facts["train_seconds_this_session"] = round(train_seconds, 1)
     evaluate_model(best, run_dir, config, x_val, y_val, labels, facts)
     plot_curves(read_history_csv(run_dir / "training_log.csv"), run_dir / "curves.png",
                 best.name)
@@ -243,8 +279,7 @@ def train_multitask(config: TrainConfig) -> Path:
     chosen by that head's validation accuracy, config.yaml, metrics.json,
     confusion.png) that ``training.export`` takes as it is.
     """
-    if config.threads > 0:
-        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(config.threads))
+    run_dir = start_run(config)
     import keras
     import tensorflow as tf
 
@@ -253,22 +288,11 @@ def train_multitask(config: TrainConfig) -> Path:
     from fer_ros.models import HEAD_OUTPUTS, build_multitask, split_head
     from training.augmentation import build_augmenter
 
-    run_dir = Path(config.output_root) / config.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    keras.utils.set_random_seed(config.seed)
-    x_train, y7_train, train_hash, train_junk = load_split(
-        config.train_data, config.train_split, "7class", config.drop_blank)
-    if config.max_train_samples:
-        keep = np.random.default_rng(config.seed).permutation(len(x_train))
-        keep = keep[:config.max_train_samples]
-        x_train, y7_train = x_train[keep], y7_train[keep]
-    x_val, y7_val, val_hash, val_junk = load_split(
-        [config.val_data], config.val_split, "7class", drop_blank=False)
+    x_train, y7_train, x_val, y7_val, facts = load_train_and_validation(config, "7class")
     names = np.array(FER2013_LABELS)
     y3_train, y3_val = relabel(names[y7_train], THREE_CLASS_LABELS), relabel(
         names[y7_val], THREE_CLASS_LABELS)
-    print(f"train: {len(x_train)} faces (junk in source: {train_junk}); "
+    print(f"train: {len(x_train)} faces (junk in source: {facts['junk_in_train_source']}); "
           f"validation: {len(x_val)} faces", flush=True)
 
     def targets(y7, y3):
@@ -298,15 +322,10 @@ def train_multitask(config: TrainConfig) -> Path:
         # Warm restart: a new learning-rate cycle from a trained model.
         model.set_weights(keras.models.load_model(config.init_weights).get_weights())
         print(f"initialised from {config.init_weights}", flush=True)
-    summary: List[str] = []
-    model.summary(print_fn=lambda line, **_: summary.append(line))
-    (run_dir / "model_summary.txt").write_text("\n".join(summary) + "\n")
-    print(f"model {model.name}: {model.count_params():,} parameters", flush=True)
-    steps = int(np.ceil(len(x_train) / config.batch_size)) * config.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.01) \
-        if config.lr_schedule == "cosine" else config.learning_rate
+    write_model_summary(model, run_dir)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(config,
+                                                                         len(x_train))),
                   loss={name: loss for name in HEAD_OUTPUTS.values()},
                   # weighted: surprise has weight 0 for the 3-class head
                   weighted_metrics={name: ["accuracy"] for name in HEAD_OUTPUTS.values()})
@@ -317,10 +336,7 @@ def train_multitask(config: TrainConfig) -> Path:
         callbacks.append(keras.callbacks.ModelCheckpoint(
             str(run_dir / head / "best_multitask.keras"),
             monitor=f"val_{output}_accuracy", mode="max", save_best_only=True))
-    if config.lr_schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=config.plateau_factor,
-            patience=config.plateau_patience, min_lr=1e-6))
+    callbacks += schedule_callbacks(config)
     started = time.time()
     model.fit(dataset(x_train, y7_train, y3_train, config.batch_size, True),
               validation_data=dataset(x_val, y7_val, y3_val, 512, False),
@@ -329,10 +345,7 @@ def train_multitask(config: TrainConfig) -> Path:
     train_seconds = time.time() - started
     plot_curves(read_history_csv(run_dir / "training_log.csv"), run_dir / "curves.png",
                 model.name)
-    facts = {"train_samples": int(len(x_train)), "train_data_hash": train_hash,
-             "val_data_hash": val_hash, "junk_in_train_source": train_junk,
-             "junk_in_val": val_junk, "train_seconds_this_session": round(train_seconds, 1),
-             "multitask_run": config.name}
+    facts.update(train_seconds_this_session=round(train_seconds, 1), multitask_run=config.name)
     for head, labels, y_val in (("7class", FER2013_LABELS, y7_val),
                                 ("3class", THREE_CLASS_LABELS, y3_val)):
         head_dir = run_dir / head
