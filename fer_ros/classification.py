@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -304,9 +304,3 @@ def file_fingerprint(path: str | Path) -> str:
     import hashlib
 
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def check_labels(labels: Sequence[str]) -> None:
-    """Raise ValueError unless ``labels`` is a known label order."""
-    if tuple(labels) not in (THREE_CLASS_LABELS, FER2013_LABELS):
-        raise ValueError(f"unexpected label order {tuple(labels)}")
