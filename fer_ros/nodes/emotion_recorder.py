@@ -14,10 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import cv2
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -25,6 +22,7 @@ from sensor_msgs.msg import Image
 from fer_ros.image_conversion import ImageConversionError, image_msg_to_bgr
 from fer_ros.msg import EmotionArray
 from fer_ros.nodes.messages import emotion_array_record
+from fer_ros.nodes.node_runner import run_node
 
 
 class EmotionRecorderNode(Node):
@@ -100,22 +98,8 @@ class EmotionRecorderNode(Node):
 
 def main(args: Optional[list] = None) -> int:
     """Record until interrupted; return the exit code."""
-    rclpy.init(args=args)
-    node: Optional[EmotionRecorderNode] = None
-    try:
-        node = EmotionRecorderNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (OSError, ValueError, ParameterException) as error:
-        print(f"emotion_recorder: error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("emotion_recorder", EmotionRecorderNode, (OSError, ValueError),
+                    close=EmotionRecorderNode.close, args=args)
 
 
 if __name__ == "__main__":

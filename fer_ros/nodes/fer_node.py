@@ -18,12 +18,9 @@ import time
 from collections import deque
 from typing import Any, Deque, Optional
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -35,6 +32,7 @@ from fer_ros.image_conversion import (ImageConversionError, compressed_msg_to_bg
                                       fill_image_msg, image_msg_to_bgr)
 from fer_ros.msg import Emotion, EmotionArray
 from fer_ros.nodes.messages import frame_to_msg, stamp_to_seconds
+from fer_ros.nodes.node_runner import run_node
 from fer_ros.overlay import draw_overlay
 from fer_ros.parameters import FER_NODE_PARAMETERS, PARAMETERS_BY_NAME, check, validate
 from fer_ros.runtime import build_pipeline
@@ -218,22 +216,8 @@ class FerNode(Node):
 
 def main(args: Optional[list] = None) -> int:
     """Run the fer node until interrupted; return the exit code."""
-    rclpy.init(args=args)
-    node: Optional[FerNode] = None
-    try:
-        node = FerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ModelLoadError, DetectorError, ValueError, ParameterException) as error:
-        print(f"fer_node: error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("fer_node", FerNode, (ModelLoadError, DetectorError, ValueError),
+                    close=FerNode.shutdown, args=args)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,13 @@ from typing import Any, Optional
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from fer_ros.image_conversion import fill_image_msg
 from fer_ros.nodes.messages import seconds_to_stamp
+from fer_ros.nodes.node_runner import run_node
 from fer_ros.video_io import FrameSource, SourceError
 
 ENCODINGS = ("bgr8", "rgb8", "mono8")
@@ -166,29 +165,19 @@ class VideoSourceNode(Node):
         return msg
 
 
+def play(node: VideoSourceNode) -> None:
+    """Publish the whole source, then let reliable transport deliver the last frames."""
+    node.wait_for_subscribers()
+    node.run()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+
+
 def main(args: Optional[list] = None) -> int:
     """Run the video source; return the exit code."""
-    rclpy.init(args=args)
-    node: Optional[VideoSourceNode] = None
-    try:
-        node = VideoSourceNode()
-        node.wait_for_subscribers()
-        node.run()
-        # Let reliable transport deliver the last frames before leaving.
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            rclpy.spin_once(node, timeout_sec=0.05)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (SourceError, ValueError, ParameterException) as error:
-        print(f"video_source: error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if node is not None:
-            node.source.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("video_source", VideoSourceNode, (SourceError, ValueError), run=play,
+                    close=lambda node: node.source.close(), args=args)
 
 
 if __name__ == "__main__":
