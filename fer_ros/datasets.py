@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from fer_ros.labels import CKPLUS_LABELS, FER2013_LABELS, canonical_label, relabel
@@ -395,8 +396,6 @@ def _load_npz(path: Path, required: Sequence[str]) -> Dict[str, np.ndarray]:
 
 
 def _read_gray(path: Path) -> np.ndarray:
-    import cv2  # local: only image folders need OpenCV here
-
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise DatasetError(f"{path}: not a readable image")
