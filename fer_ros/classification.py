@@ -6,21 +6,23 @@ node, ``fer-analyze`` and ``fer-evaluate``.  It runs either a LiteRT
 through a compiled ``tf.function``; never ``model.predict`` per frame.
 
 Shipped models live in ``fer_ros/weights/<name>.tflite`` with a JSON
-sidecar (labels, test-time flip, feature size, validation metrics).
+sidecar (labels, test-time views, feature size, validation metrics).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from fer_ros.labels import FER2013_LABELS, THREE_CLASS_LABELS
 from fer_ros.native_logs import quiet_native_stderr
 from fer_ros.preprocessing import FACE_SIZE
+from fer_ros.test_time_augmentation import TtaViews
 
 #: Folder of the models shipped inside the package.
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -28,8 +30,8 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED_MODELS = {"3class": "fer2013_3class", "7class": "fer2013_7class"}
 #: Batch sizes the LiteRT interpreters are allocated for; a batch is padded
 #: up to the next one, so no tensor is re-allocated per frame.  Dense at
-#: small sizes (faces x 2 with test-time flip), to waste little padding.
-BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+#: small sizes (faces x test-time views), to waste little padding.
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 
 
 class ModelLoadError(RuntimeError):
@@ -41,13 +43,13 @@ class ModelInfo:
     """What the sidecar JSON says about a model.
 
     :param labels: class names in output order.
-    :param tta_flip: average predictions over the face and its mirror image.
+    :param tta: the views of each face whose predictions are averaged.
     :param feature_size: length of the per-face feature vector (0 if none).
     :param extra: every other sidecar entry (metrics, architecture...).
     """
 
     labels: Tuple[str, ...]
-    tta_flip: bool = False
+    tta: TtaViews = TtaViews()
     feature_size: int = 0
     extra: Optional[Dict[str, Any]] = None
 
@@ -91,7 +93,11 @@ class _LiteRTBackend:
 
     def __call__(self, x: np.ndarray) -> List[np.ndarray]:
         n = len(x)
-        bucket = next((b for b in BATCH_BUCKETS if b >= n), n)
+        largest = BATCH_BUCKETS[-1]
+        if n > largest:  # bounded tensors: run big batches in chunks
+            chunks = [self(x[i:i + largest]) for i in range(0, n, largest)]
+            return [np.concatenate(parts) for parts in zip(*chunks)]
+        bucket = next(b for b in BATCH_BUCKETS if b >= n)
         if bucket != n:
             x = np.concatenate([x, np.zeros((bucket - n,) + x.shape[1:], x.dtype)])
         return self._run(self._interpreter(bucket), x, n)
@@ -173,14 +179,14 @@ def read_model_info(model_path: Path, num_classes: int) -> ModelInfo:
         try:
             raw = json.loads(sidecar.read_text())
             labels = tuple(raw.pop("labels"))
+            tta = TtaViews.from_sidecar(raw)
         except (ValueError, KeyError, TypeError) as error:
             raise ModelLoadError(f"{sidecar}: unreadable model sidecar ({error})") \
                 from None
         if len(labels) != num_classes:
             raise ModelLoadError(f"{sidecar}: {len(labels)} labels for a model with "
                                  f"{num_classes} outputs")
-        return ModelInfo(labels, bool(raw.pop("tta_flip", False)),
-                         int(raw.pop("feature_size", 0)), raw)
+        return ModelInfo(labels, tta, int(raw.pop("feature_size", 0)), raw)
     defaults = {3: THREE_CLASS_LABELS, 7: FER2013_LABELS}
     if num_classes not in defaults:
         raise ModelLoadError(f"{model_path}: {num_classes} outputs and no "
@@ -204,12 +210,15 @@ class EmotionClassifier:
 
     @classmethod
     def load(cls, name_or_path: str | Path = "3class", threads: int = 1,
-             tta_flip: Optional[bool] = None) -> "EmotionClassifier":
+             tta_flip: Optional[bool] = None,
+             tta_zooms: Optional[Sequence[float]] = None) -> "EmotionClassifier":
         """Load a shipped model (``"3class"``, ``"7class"``) or a model file.
 
         :param name_or_path: shipped name, or a ``.tflite`` / ``.keras`` path.
         :param threads: CPU threads for LiteRT.
         :param tta_flip: override the sidecar's test-time flip setting.
+        :param tta_zooms: override the sidecar's test-time zooms
+            (``[1.0]`` = none).
         :return: a ready (warmed-up) classifier.
         :raises ModelLoadError: when the model is missing or unreadable.
         """
@@ -227,8 +236,13 @@ class EmotionClassifier:
         else:
             raise ModelLoadError(f"{path}: unknown model format (use .tflite or .keras)")
         info = read_model_info(path, backend.output_sizes[0])
-        if tta_flip is not None:
-            info = ModelInfo(info.labels, tta_flip, info.feature_size, info.extra)
+        if tta_flip is not None or tta_zooms is not None:
+            try:
+                tta = TtaViews(info.tta.flip if tta_flip is None else bool(tta_flip),
+                               info.tta.zooms if tta_zooms is None else tuple(tta_zooms))
+            except ValueError as error:
+                raise ModelLoadError(f"{path}: {error}") from None
+            info = dataclasses.replace(info, tta=tta)
         return cls(backend, info, str(path))
 
     def predict(self, faces: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -248,16 +262,11 @@ class EmotionClassifier:
         if n == 0:
             return (np.zeros((0, len(self.labels)), np.float32),
                     np.zeros((0, self.feature_size), np.float32))
-        x = faces.astype(np.float32)[..., None]
-        if self.info.tta_flip:
-            x = np.concatenate([x, x[:, :, ::-1]])
-        outputs = self._backend(x)
-        probs = outputs[0].astype(np.float32)
-        features = (outputs[1].astype(np.float32) if len(outputs) > 1
-                    else np.zeros((len(x), 0), np.float32))
-        if self.info.tta_flip:
-            probs = 0.5 * (probs[:n] + probs[n:])
-            features = 0.5 * (features[:n] + features[n:])
+        tta = self.info.tta
+        outputs = self._backend(tta.views(faces))
+        probs = tta.average(outputs[0].astype(np.float32), n)
+        features = (tta.average(outputs[1].astype(np.float32), n) if len(outputs) > 1
+                    else np.zeros((n, 0), np.float32))
         probs /= probs.sum(axis=1, keepdims=True)
         return probs, features
 

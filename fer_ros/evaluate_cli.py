@@ -13,14 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
 
 def evaluate(model: str, data: Path, split: str, output: Optional[Path],
              tta_flip: Optional[bool], batch_size: int = 256,
-             collapse_to_three: bool = False) -> int:
+             collapse_to_three: bool = False,
+             tta_zooms: Optional[Sequence[float]] = None) -> int:
     """Evaluate and report; return the exit code."""
     from fer_ros.classification import EmotionClassifier
     from fer_ros.datasets import load_any
@@ -28,7 +29,7 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
                                     write_metrics)
     from fer_ros.labels import THREE_CLASS_LABELS, collapse_probabilities, relabel
 
-    classifier = EmotionClassifier.load(model, tta_flip=tta_flip)
+    classifier = EmotionClassifier.load(model, tta_flip=tta_flip, tta_zooms=tta_zooms)
     dataset = load_any(data)
     if split:
         dataset = dataset.subset(dataset.split == split)
@@ -50,7 +51,7 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
         probs = collapse_probabilities(probs, classifier.labels)
     metrics = classification_metrics(y, probs.argmax(axis=1), labels)
     metrics.update({"model": classifier.source, "data": str(data), "split": split,
-                    "tta_flip": classifier.info.tta_flip,
+                    **classifier.info.tta.to_sidecar(),
                     "collapsed_7_to_3": collapse_to_three,
                     "left_out_unmapped_labels": int((~keep).sum()),
                     "data_hash": dataset.fingerprint()})
@@ -67,6 +68,16 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
                        f"{Path(classifier.source).stem}: accuracy {metrics['accuracy']:.3f}")
         print(f"wrote {output / 'metrics.json'} and {output / 'confusion.png'}")
     return 0
+
+
+def _zoom_list(text: str) -> List[float]:
+    """Parse ``--tta-zooms``: comma-separated positive numbers."""
+    try:
+        zooms = [float(z) for z in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") \
+            from None
+    return zooms
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -87,13 +98,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     flip.add_argument("--tta-flip", dest="tta_flip", action="store_true", default=None,
                       help="average over the face and its mirror image")
     flip.add_argument("--no-tta-flip", dest="tta_flip", action="store_false")
+    parser.add_argument("--tta-zooms", type=_zoom_list, default=None, metavar="Z,Z,...",
+                        help="test-time zooms to average over, e.g. 1,1.1 (1 = none); "
+                             "default: the model's own")
     args = parser.parse_args(argv)
     from fer_ros.classification import ModelLoadError
     from fer_ros.datasets import DatasetError
 
     try:
         return evaluate(args.model, args.data, args.split, args.output, args.tta_flip,
-                        collapse_to_three=args.collapse_to_3class)
+                        collapse_to_three=args.collapse_to_3class, tta_zooms=args.tta_zooms)
     except (ModelLoadError, DatasetError, ValueError, OSError) as error:
         print(f"fer-evaluate: error: {error}", file=sys.stderr)
         return 1

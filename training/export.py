@@ -32,13 +32,15 @@ def export_run(run_dir: Path, name: str, out_dir: Path = WEIGHTS,
 
     from fer_ros.classification import EmotionClassifier, export_tflite
     from fer_ros.labels import label_set
+    from fer_ros.test_time_augmentation import TtaViews
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     model = keras.models.load_model(run_dir / "best.keras", compile=False)
     info = {
         "labels": list(label_set(config["label_set"])),
-        "tta_flip": bool(config.get("tta_flip", False)),
+        **TtaViews(bool(config.get("tta_flip", False)),
+                   tuple(config.get("tta_zooms", [1.0]))).to_sidecar(),
         "model": model.name, "architecture": config["architecture"],
         "params": int(model.count_params()), "run": str(run_dir),
         "validation": {k: metrics[k] for k in ("evaluated_on", "accuracy",
@@ -54,7 +56,8 @@ def export_run(run_dir: Path, name: str, out_dir: Path = WEIGHTS,
     faces = np.random.default_rng(0).integers(0, 256, (8, 48, 48)).astype(np.uint8)
     exported = EmotionClassifier.load(path).predict_proba(faces)
     original = EmotionClassifier.load(run_dir / "best.keras",
-                                      tta_flip=info["tta_flip"]).predict_proba(faces)
+                                      tta_flip=info["tta_flip"],
+                                      tta_zooms=info["tta_zooms"]).predict_proba(faces)
     difference = float(np.abs(exported - original).max())
     if difference > (EXPORT_TOLERANCE_FLOAT16 if float16_weights else EXPORT_TOLERANCE):
         raise RuntimeError(f"exported model differs from Keras by {difference:.2e}")

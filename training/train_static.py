@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import yaml
 
+from fer_ros.test_time_augmentation import TtaViews
 from training.augmentation import AugmentationConfig
 
 
@@ -49,6 +50,7 @@ class TrainConfig:
     drop_blank: bool = True
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     tta_flip: bool = True
+    tta_zooms: List[float] = field(default_factory=lambda: [1.0])  # test-time zooms
     seed: int = 1
     threads: int = 0                     # 0 = TensorFlow's default
     max_train_samples: int = 0           # 0 = all; >0 for smoke tests
@@ -111,20 +113,22 @@ def make_dataset(images: np.ndarray, y: np.ndarray, num_classes: int,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def predict_probabilities(model, images: np.ndarray, tta_flip: bool,
+def predict_probabilities(model, images: np.ndarray, tta: TtaViews,
                           batch_size: int = 256) -> np.ndarray:
-    """Class probabilities with optional horizontal-flip test-time averaging."""
+    """Class probabilities averaged over the test-time views ``tta``."""
     import tensorflow as tf
 
     forward = tf.function(lambda a: model(a, training=False))
     out = []
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size, :, :, None].astype(np.float32)
-        probs = forward(batch).numpy()
-        if tta_flip:
-            probs = 0.5 * (probs + forward(batch[:, :, ::-1]).numpy())
-        out.append(probs)
+        batch = images[start:start + batch_size]
+        out.append(tta.average(forward(tta.views(batch)).numpy(), len(batch)))
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]))
+
+
+def tta_views(config: TrainConfig) -> TtaViews:
+    """Return the test-time views a run's model is evaluated (and shipped) with."""
+    return TtaViews(config.tta_flip, tuple(config.tta_zooms))
 
 
 def start_run(config: TrainConfig) -> Path:
@@ -251,15 +255,15 @@ def evaluate_model(model, run_dir: Path, config: TrainConfig, x_val: np.ndarray,
     from fer_ros.evaluation import (classification_metrics, git_revision, plot_confusion,
                                     write_metrics)
 
-    probs = predict_probabilities(model, x_val, config.tta_flip)
+    probs = predict_probabilities(model, x_val, tta_views(config))
     metrics = classification_metrics(y_val, probs.argmax(axis=1), labels)
-    plain = predict_probabilities(model, x_val, False)
+    plain = predict_probabilities(model, x_val, TtaViews())
     metrics.update({
         "model": model.name, "architecture": config.architecture,
         "label_set": config.label_set,
         "evaluated_on": f"{config.val_data}:{config.val_split}",
         "accuracy_without_tta": round(float((plain.argmax(1) == y_val).mean()), 4),
-        "tta_flip": config.tta_flip, "params": int(model.count_params()),
+        **tta_views(config).to_sidecar(), "params": int(model.count_params()),
         "size_bytes": (run_dir / "best.keras").stat().st_size,
         "seed": config.seed, "git_revision": git_revision(), **facts})
     write_metrics(run_dir / "metrics.json", metrics)
