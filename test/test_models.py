@@ -71,3 +71,35 @@ def test_one_batch_training_smoke_run(tmp_path):
     assert metrics["samples"] == 16 - 2  # PublicTest minus the two 'surprise' rows
     assert set(metrics) >= {"accuracy", "per_class", "confusion_matrix", "params",
                             "size_bytes", "train_data_hash", "seed", "git_revision"}
+
+
+def test_multitask_smoke_run_reevaluate_and_export(tmp_path):
+    import dataclasses
+    import json
+
+    from fer_ros.classification import EmotionClassifier
+    from training.export import export_run
+    from training.train_static import TrainConfig, evaluate_only, train_multitask
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "fer.npz"
+    np.savez(data, images=rng.integers(0, 256, (64, 48, 48)).astype(np.uint8),
+             labels=np.tile(np.arange(7), 10)[:64],
+             usage=np.array(["Training"] * 48 + ["PublicTest"] * 16))
+    config = TrainConfig(name="mt", multitask=True, train_data=[str(data)],
+                         val_data=str(data), model={"stage_filters": [4, 8]},
+                         epochs=1, batch_size=32, output_root=str(tmp_path / "runs"))
+    run = train_multitask(config)
+    for head, samples in (("7class", 16), ("3class", 14)):
+        metrics = json.loads((run / head / "metrics.json").read_text())
+        assert metrics["samples"] == samples and metrics["tta_zooms"] == [1.0]
+
+    evaluate_only(dataclasses.replace(config, tta_zooms=[1.0, 1.1]))
+    metrics = json.loads((run / "3class" / "metrics.json").read_text())
+    assert metrics["tta_zooms"] == [1.0, 1.1] and metrics["tta_flip"] is True
+
+    exported = export_run(run / "3class", "tiny_3class", out_dir=tmp_path / "weights")
+    classifier = EmotionClassifier.load(exported)
+    assert classifier.labels == ("negative", "neutral", "positive")
+    assert classifier.info.tta.num_views == 4
+    assert classifier.info.extra["validation"]["samples"] == 14

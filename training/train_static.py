@@ -241,12 +241,23 @@ def train(config: TrainConfig) -> Path:
               callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
     train_seconds = time.time() - started
 
-    best = keras.models.load_model(run_dir / "best.keras")
     facts["train_seconds_this_session"] = round(train_seconds, 1)
-    evaluate_model(best, run_dir, config, x_val, y_val, labels, facts)
+    best = evaluate_run(config, run_dir, x_val, y_val, facts)
     plot_curves(read_history_csv(run_dir / "training_log.csv"), run_dir / "curves.png",
                 best.name)
     return run_dir
+
+
+def evaluate_run(config: TrainConfig, run_dir: Path, x_val: np.ndarray, y_val: np.ndarray,
+                 facts: Dict[str, Any]):
+    """Evaluate a single-head run's best.keras (metrics.json, confusion.png); return it."""
+    import keras
+
+    from fer_ros.labels import label_set as labels_for
+
+    best = keras.models.load_model(run_dir / "best.keras")
+    evaluate_model(best, run_dir, config, x_val, y_val, labels_for(config.label_set), facts)
+    return best
 
 
 def evaluate_model(model, run_dir: Path, config: TrainConfig, x_val: np.ndarray,
@@ -288,14 +299,11 @@ def train_multitask(config: TrainConfig) -> Path:
     import tensorflow as tf
 
     from fer_ros.evaluation import plot_curves, read_history_csv
-    from fer_ros.labels import FER2013_LABELS, THREE_CLASS_LABELS, relabel
-    from fer_ros.models import HEAD_OUTPUTS, build_multitask, split_head
+    from fer_ros.models import HEAD_OUTPUTS, build_multitask
     from training.augmentation import build_augmenter
 
     x_train, y7_train, x_val, y7_val, facts = load_train_and_validation(config, "7class")
-    names = np.array(FER2013_LABELS)
-    y3_train, y3_val = relabel(names[y7_train], THREE_CLASS_LABELS), relabel(
-        names[y7_val], THREE_CLASS_LABELS)
+    y3_train, y3_val = three_class_targets(y7_train), three_class_targets(y7_val)
     print(f"train: {len(x_train)} faces (junk in source: {facts['junk_in_train_source']}); "
           f"validation: {len(x_val)} faces", flush=True)
 
@@ -349,7 +357,27 @@ def train_multitask(config: TrainConfig) -> Path:
     train_seconds = time.time() - started
     plot_curves(read_history_csv(run_dir / "training_log.csv"), run_dir / "curves.png",
                 model.name)
-    facts.update(train_seconds_this_session=round(train_seconds, 1), multitask_run=config.name)
+    facts.update(train_seconds_this_session=round(train_seconds, 1))
+    evaluate_heads(config, run_dir, x_val, y7_val, y3_val, facts)
+    return run_dir
+
+
+def three_class_targets(y7: np.ndarray) -> np.ndarray:
+    """3-class labels of FER2013 7-class labels (-1 for surprise)."""
+    from fer_ros.labels import FER2013_LABELS, THREE_CLASS_LABELS, relabel
+
+    return relabel(np.array(FER2013_LABELS)[y7], THREE_CLASS_LABELS)
+
+
+def evaluate_heads(config: TrainConfig, run_dir: Path, x_val: np.ndarray, y7_val: np.ndarray,
+                   y3_val: np.ndarray, facts: Dict[str, Any]) -> None:
+    """Write each head of a multi-task run as a single-head run folder, evaluated."""
+    import keras
+
+    from fer_ros.labels import FER2013_LABELS, THREE_CLASS_LABELS
+    from fer_ros.models import split_head
+
+    facts = dict(facts, multitask_run=config.name)
     for head, labels, y_val in (("7class", FER2013_LABELS, y7_val),
                                 ("3class", THREE_CLASS_LABELS, y3_val)):
         head_dir = run_dir / head
@@ -361,6 +389,19 @@ def train_multitask(config: TrainConfig) -> Path:
             yaml.safe_dump(head_config.to_dict(), sort_keys=False))
         keep = y_val >= 0
         evaluate_model(single, head_dir, head_config, x_val[keep], y_val[keep], labels, facts)
+
+
+def evaluate_only(config: TrainConfig) -> Path:
+    """Re-evaluate a finished run with the config's current test-time views."""
+    run_dir = Path(config.output_root) / config.name
+    if not run_dir.is_dir():
+        raise OSError(f"{run_dir}: no such run to evaluate")
+    if config.multitask:
+        _, _, x_val, y7_val, facts = load_train_and_validation(config, "7class")
+        evaluate_heads(config, run_dir, x_val, y7_val, three_class_targets(y7_val), facts)
+    else:
+        _, _, x_val, y_val, facts = load_train_and_validation(config, config.label_set)
+        evaluate_run(config, run_dir, x_val, y_val, facts)
     return run_dir
 
 
@@ -370,12 +411,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("config", type=Path, help="experiment YAML file")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config keys (YAML values), e.g. epochs=1")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="do not train: re-evaluate the run's best model(s), e.g. "
+                             "with other test-time views (--set tta_zooms=[1,1.1])")
     args = parser.parse_args(argv)
     try:
         overrides = {k: yaml.safe_load(v) for k, v in
                      (item.split("=", 1) for item in args.set)}
         config = TrainConfig.from_yaml(args.config, overrides)
-        run_dir = train_multitask(config) if config.multitask else train(config)
+        if args.evaluate_only:
+            run_dir = evaluate_only(config)
+        else:
+            run_dir = train_multitask(config) if config.multitask else train(config)
     except (OSError, ValueError) as error:
         print(f"train_static: error: {error}", file=sys.stderr)
         return 1
