@@ -12,6 +12,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from fer_ros.detection import BLAZEFACE_MODELS
 
+#: ``test_time_views`` choices -> EmotionClassifier.load overrides.
+TEST_TIME_VIEWS: Dict[str, Dict[str, Any]] = {
+    "model": {},
+    "flip": {"tta_flip": True, "tta_zooms": [1.0]},
+    "none": {"tta_flip": False, "tta_zooms": [1.0]},
+}
+
 
 @dataclass(frozen=True)
 class ParameterSpec:
@@ -39,6 +46,10 @@ FER_NODE_PARAMETERS: List[ParameterSpec] = [
     ParameterSpec("dynamic_model", "auto",
                   "CNN-LSTM: 'auto' (the shipped one matching the static model, if any), "
                   "'none', or a path to a .tflite/.keras file"),
+    ParameterSpec("test_time_views", "model",
+                  "views of each face averaged by the static CNN: 'model' (the set the "
+                  "model was validated with, in its sidecar), 'flip' (face and mirror "
+                  "image) or 'none' (one pass; fastest)", choices=tuple(TEST_TIME_VIEWS)),
     ParameterSpec("image_transport", "raw", "input type on 'image': 'raw' "
                   "(sensor_msgs/Image) or 'compressed' (sensor_msgs/CompressedImage on "
                   "'image/compressed')", choices=("raw", "compressed")),

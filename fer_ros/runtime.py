@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, Tuple
 from fer_ros.classification import (SHIPPED_MODELS, WEIGHTS_DIR, EmotionClassifier,
                                     ModelLoadError, file_fingerprint)
 from fer_ros.detection import create_detector
-from fer_ros.parameters import defaults
+from fer_ros.parameters import TEST_TIME_VIEWS, defaults
 from fer_ros.pipeline import DynamicClassifier, EmotionPipeline, PipelineConfig
 
 
@@ -62,7 +62,8 @@ def build_pipeline(values: Optional[Mapping[str, Any]] = None
     settings = defaults()
     settings.update(values or {})
     threads = int(settings["threads"])
-    classifier = EmotionClassifier.load(settings["model"], threads=threads)
+    classifier = EmotionClassifier.load(settings["model"], threads=threads,
+                                        **TEST_TIME_VIEWS[settings["test_time_views"]])
     detector = create_detector(settings["detector_model"],
                                float(settings["min_detection_score"]),
                                float(settings["min_face_size_px"]), threads=threads,

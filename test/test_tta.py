@@ -88,3 +88,11 @@ def test_evaluate_cli_rejects_bad_zooms_in_one_line(tiny_model_paths, tmp_path, 
     assert capsys.readouterr().err.count("\n") == 1
     assert evaluate_main(["--model", str(tiny_model_paths["tflite"]), "--data", str(data),
                           "--tta-zooms", "1,1.1"]) == 0
+
+
+@pytest.mark.parametrize("choice, views", [("none", 1), ("flip", 2)])
+def test_node_parameter_overrides_the_model_views(choice, views):
+    from fer_ros.runtime import build_pipeline
+
+    pipeline, _ = build_pipeline({"test_time_views": choice, "dynamic_model": "none"})
+    assert pipeline.classifier.info.tta.num_views == views
