@@ -65,8 +65,11 @@ def sequence_features(config: LstmConfig):
     from fer_ros.classification import EmotionClassifier
     from fer_ros.datasets import load_any
     from fer_ros.labels import relabel
+    from fer_ros.parameters import TEST_TIME_VIEWS, defaults
 
-    classifier = EmotionClassifier.load(config.static_model, threads=2)
+    # Features as the node computes them with its default test-time views.
+    classifier = EmotionClassifier.load(config.static_model, threads=2,
+                                        **TEST_TIME_VIEWS[defaults()["test_time_views"]])
     data = load_any(config.data)
     y_frames = relabel(data.labels, classifier.labels)
     probabilities, features = classifier.predict(data.images)
