@@ -1,7 +1,7 @@
 """Export a training run's best model for the node: ``python -m training.export RUN --name NAME``.
 
-Writes ``fer_ros/weights/NAME.tflite`` and ``NAME.json`` (labels, test-time
-flip, feature size, and the run's validation metrics), then checks that the
+Writes ``fer_ros/weights/NAME.tflite`` and ``NAME.json`` (labels, test-time views,
+feature size, and the run's validation metrics), then checks that the
 exported model reproduces the Keras model's probabilities.
 """
 
