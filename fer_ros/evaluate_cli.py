@@ -71,7 +71,7 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
 
 
 def _zoom_list(text: str) -> List[float]:
-    """Parse ``--tta-zooms``: comma-separated positive numbers."""
+    """Parse ``--tta-zooms``: comma-separated numbers (TtaViews checks their range)."""
     try:
         zooms = [float(z) for z in text.split(",")]
     except ValueError:
