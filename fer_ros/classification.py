@@ -6,7 +6,9 @@ node, ``fer-analyze`` and ``fer-evaluate``.  It runs either a LiteRT
 through a compiled ``tf.function``; never ``model.predict`` per frame.
 
 Shipped models live in ``fer_ros/weights/<name>.tflite`` with a JSON
-sidecar (labels, test-time views, feature size, validation metrics).
+sidecar (labels, test-time views, feature size, validation metrics); a
+model may be an ensemble of several CNNs exported as one graph
+(:func:`ensemble_model`).
 """
 
 from __future__ import annotations
@@ -279,29 +281,80 @@ class EmotionClassifier:
         return self.predict(faces)[1]
 
 
+#: How :func:`export_tflite` stores weights: ``float32``; ``float16`` (half
+#: the size, computed in float32 after loading); ``int8`` (dynamic-range
+#: quantisation: a quarter of the size, and LiteRT's int8 kernels, which are
+#: faster on CPU; activations stay floating point).
+WEIGHT_FORMATS = ("float32", "float16", "int8")
+
+
+def ensemble_model(members: Sequence[Any]):
+    """Combine trained classifiers into one model: ``[mean probabilities, features]``.
+
+    Each member is wrapped by :func:`inference_model`; the ensemble outputs
+    the average of the members' class probabilities and the concatenation of
+    their feature vectors (the members' feature spaces differ, so they are
+    not averaged).  Exported as one LiteRT graph, it costs one interpreter
+    call per batch.
+
+    :param members: two or more single-output models with the same classes.
+    :return: a two-output ``keras.Model`` named after its members.
+    :raises ValueError: for fewer than two members or differing class counts.
+    """
+    import keras
+
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least two models")
+    classes = {int(m.outputs[0].shape[-1]) for m in members}
+    if len(classes) != 1:
+        raise ValueError(f"ensemble members disagree on the class count: {sorted(classes)}")
+    faces = keras.Input((FACE_SIZE, FACE_SIZE, 1), name="faces")
+    probabilities, features = [], []
+    for index, member in enumerate(members):
+        wrapped = inference_model(member)
+        # A fresh name per member: nested models must be uniquely named.
+        renamed = keras.Model(wrapped.inputs, wrapped.outputs, name=f"member_{index}")
+        outputs = renamed(faces)
+        probabilities.append(outputs[0])
+        if len(outputs) > 1:
+            features.append(outputs[1])
+    mean = keras.layers.Average(name="probabilities")(probabilities)
+    outputs = [mean]
+    if len(features) == len(members):
+        outputs.append(keras.layers.Concatenate(name="face_features")(features))
+    # TensorFlow scope names allow [A-Za-z0-9_.\\/>-] only.
+    distinct = "__".join(dict.fromkeys(m.name for m in members))
+    return keras.Model(faces, outputs, name=f"ensemble{len(members)}_{distinct}")
+
+
 def export_tflite(model, path: Path, info: Dict[str, Any],
-                  float16_weights: bool = False) -> Path:
+                  weights: str = "float32") -> Path:
     """Export a trained Keras classifier to ``.tflite`` plus its JSON sidecar.
 
-    :param model: a model built by :mod:`fer_ros.models` (one output).
+    :param model: a model built by :mod:`fer_ros.models` (one output), or a
+        two-output model such as :func:`ensemble_model`'s.
     :param path: output ``.tflite`` path.
     :param info: sidecar content; must include ``labels``.
-    :param float16_weights: store weights as float16 (half the file size;
-        LiteRT computes in float32 after loading).
+    :param weights: weight storage, one of :data:`WEIGHT_FORMATS`.
     :return: the written path.
+    :raises ValueError: for an unknown weight format.
     """
     import tensorflow as tf
 
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"unknown weight format {weights!r} "
+                         f"(use {', '.join(WEIGHT_FORMATS)})")
     wrapped = inference_model(model)
     # from_keras_model, not from_concrete_functions: the latter loses Keras 3
     # variables here and the interpreter returns NaN.
     converter = tf.lite.TFLiteConverter.from_keras_model(wrapped)
-    if float16_weights:
+    if weights != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if weights == "float16":
         converter.target_spec.supported_types = [tf.float16]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(converter.convert())
-    sidecar = dict(info, weights_dtype="float16" if float16_weights else "float32")
+    sidecar = dict(info, weights_dtype=weights)
     sidecar.setdefault("feature_size", int(wrapped.outputs[-1].shape[-1])
                        if len(wrapped.outputs) > 1 else 0)
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")

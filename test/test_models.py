@@ -78,7 +78,7 @@ def test_multitask_smoke_run_reevaluate_and_export(tmp_path):
     import json
 
     from fer_ros.classification import EmotionClassifier
-    from training.export import export_run
+    from training.export import export_runs
     from training.train_static import TrainConfig, evaluate_only, train_multitask
 
     rng = np.random.default_rng(0)
@@ -98,8 +98,77 @@ def test_multitask_smoke_run_reevaluate_and_export(tmp_path):
     metrics = json.loads((run / "3class" / "metrics.json").read_text())
     assert metrics["tta_zooms"] == [1.0, 1.1] and metrics["tta_flip"] is True
 
-    exported = export_run(run / "3class", "tiny_3class", out_dir=tmp_path / "weights")
+    exported = export_runs([run / "3class"], "tiny_3class", out_dir=tmp_path / "weights")
     classifier = EmotionClassifier.load(exported)
     assert classifier.labels == ("negative", "neutral", "positive")
     assert classifier.info.tta.num_views == 4
     assert classifier.info.extra["validation"]["samples"] == 14
+
+
+def _tiny_run(folder, seed, data, **config):
+    """A run folder holding an untrained tiny 3-class model and its config."""
+    import keras
+    import yaml
+
+    from fer_ros.models import build_vgg_residual
+
+    keras.utils.set_random_seed(seed)
+    folder.mkdir(parents=True)
+    # 8-32 channels: large enough tensors for int8 quantisation (>= 1024 weights)
+    build_vgg_residual(3, stage_filters=(8, 32), convs_per_stage=1).save(folder / "best.keras")
+    settings = {"label_set": "3class", "architecture": "vgg", "val_data": str(data),
+                "val_split": "PublicTest", "tta_flip": True, **config}
+    (folder / "config.yaml").write_text(yaml.safe_dump(settings))
+    return folder
+
+
+def test_ensemble_export_averages_members_and_concatenates_features(tmp_path):
+    import json
+
+    from fer_ros.classification import EmotionClassifier
+    from training.export import export_runs
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "fer.npz"
+    np.savez(data, images=rng.integers(0, 256, (40, 48, 48)).astype(np.uint8),
+             labels=np.tile(np.arange(7), 6)[:40], usage=np.array(["PublicTest"] * 40))
+    runs = [_tiny_run(tmp_path / f"run{seed}", seed, data) for seed in (1, 2)]
+    exported = export_runs(runs, "ens", out_dir=tmp_path / "weights", weights="float32")
+
+    ensemble = EmotionClassifier.load(exported, tta_flip=False)
+    members = [EmotionClassifier.load(r / "best.keras", tta_flip=False) for r in runs]
+    faces = rng.integers(0, 256, (5, 48, 48)).astype(np.uint8)
+    expected = np.mean([m.predict_proba(faces) for m in members], axis=0)
+    np.testing.assert_allclose(ensemble.predict_proba(faces), expected, atol=1e-4)
+    assert ensemble.feature_size == sum(m.feature_size for m in members)
+    np.testing.assert_allclose(
+        ensemble.features(faces),
+        np.concatenate([m.features(faces) for m in members], axis=1), atol=1e-4)
+
+    sidecar = json.loads(exported.with_suffix(".json").read_text())
+    assert sidecar["runs"] == [str(r) for r in runs]
+    assert sidecar["validation"]["samples"] == 40 - 5  # the surprise rows are left out
+    assert sidecar["weights_dtype"] == "float32"
+
+    int8 = export_runs(runs, "ens8", out_dir=tmp_path / "weights", weights="int8")
+    assert int8.stat().st_size < 0.7 * exported.stat().st_size  # + graph overhead
+
+
+def test_ensemble_export_rejects_runs_that_do_not_fit_together(tmp_path):
+    from fer_ros.classification import ensemble_model, export_tflite
+    from training.export import export_runs
+
+    data = tmp_path / "missing.npz"
+    runs = [_tiny_run(tmp_path / "a", 1, data),
+            _tiny_run(tmp_path / "b", 2, data, tta_zooms=[1.0, 1.1])]
+    with pytest.raises(ValueError, match="disagree on tta_zooms"):
+        export_runs(runs, "ens", out_dir=tmp_path / "weights")
+    with pytest.raises(OSError, match="not found"):
+        export_runs([tmp_path / "nowhere"], "ens", out_dir=tmp_path / "weights")
+    import keras
+
+    single = keras.models.load_model(runs[0] / "best.keras")
+    with pytest.raises(ValueError, match="at least two"):
+        ensemble_model([single])
+    with pytest.raises(ValueError, match="unknown weight format"):
+        export_tflite(single, tmp_path / "x.tflite", {"labels": ["a", "b", "c"]}, "int4")
