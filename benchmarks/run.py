@@ -140,7 +140,7 @@ def worker_fer_peer(name: str, count: int) -> Dict[str, Any]:
 
 
 def classifier_view_settings(shipped) -> Dict[str, Any]:
-    """The test-time view sets worth timing: the model's own, the node's default, one pass."""
+    """Return the view sets worth timing: the model's own, the node's default, one pass."""
     from fer_ros.parameters import TEST_TIME_VIEWS, defaults
     from fer_ros.test_time_augmentation import TtaViews
 

@@ -106,7 +106,7 @@ def test_multitask_smoke_run_reevaluate_and_export(tmp_path):
 
 
 def _tiny_run(folder, seed, data, **config):
-    """A run folder holding an untrained tiny 3-class model and its config."""
+    """Write a run folder holding an untrained tiny 3-class model and its config."""
     import keras
     import yaml
 

@@ -1,4 +1,4 @@
-"""Export training runs' best models for the node: ``python -m training.export RUN [RUN ...] --name NAME``.
+"""Export training runs' best models for the node: ``training.export RUN [RUN ...] --name N``.
 
 One run exports its ``best.keras``; several runs (same classes and test-time
 views) export as one ensemble graph that averages their probabilities and
@@ -33,7 +33,7 @@ CHECK_FACES = 256
 
 
 def read_run(run_dir: Path) -> Dict[str, Any]:
-    """The config of a run folder, checked to hold a ``best.keras``."""
+    """Return the config of a run folder, checked to hold a ``best.keras``."""
     config_path, model_path = run_dir / "config.yaml", run_dir / "best.keras"
     for path in (config_path, model_path):
         if not path.is_file():
@@ -43,7 +43,7 @@ def read_run(run_dir: Path) -> Dict[str, Any]:
 
 def common_setting(configs: Sequence[Dict[str, Any]], key: str, default: Any,
                    runs: Sequence[Path]) -> Any:
-    """The value of ``key`` shared by all runs; ValueError if they differ."""
+    """Return the value of ``key`` shared by all runs; ValueError if they differ."""
     values = [c.get(key, default) for c in configs]
     if any(v != values[0] for v in values[1:]):
         raise ValueError(f"runs disagree on {key}: " +
@@ -103,7 +103,7 @@ def export_runs(run_dirs: Sequence[Path], name: str, out_dir: Path = WEIGHTS,
 
 
 def validation_faces(config: Dict[str, Any], labels: Sequence[str]):
-    """The validation faces and class indices named by a run's config."""
+    """Load the validation faces and class indices named by a run's config."""
     from fer_ros.datasets import load_any
 
     data = load_any(config["val_data"])
