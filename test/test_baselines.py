@@ -46,3 +46,18 @@ def test_transfer_without_weights_is_one_clear_error(tmp_path):
                                 "--backbone", "resnet50"], capture_output=True, text=True)
     assert completed.returncode == 2
     assert completed.stderr.count("\n") == 1 and "--weights" in completed.stderr
+
+
+def test_peer_is_scored_on_the_same_split(tiny_fer, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("fer") is None:
+        pytest.skip("the fer package is installed by tools/setup.sh --dev")
+    from training.baselines import main
+
+    for label_set, samples in (("3class", 40 - 6), ("7class", 40)):
+        assert main(["peer", "--data", str(tiny_fer), "--label-set", label_set,
+                     "--output", str(tmp_path / "out")]) == 0
+        metrics = json.loads((tmp_path / f"out/fer_peer_{label_set}/metrics.json").read_text())
+        assert metrics["samples"] == samples
+        assert len(metrics["confusion_matrix"]) == (3 if label_set == "3class" else 7)

