@@ -201,7 +201,8 @@ def peer(args) -> int:
     from fer_ros.labels import FER2013_LABELS, collapse_probabilities
     from fer_ros.labels import label_set as labels_for
 
-    model = keras.models.load_model(peer_model_path(), compile=False)
+    path = peer_model_path()
+    model = keras.models.load_model(path, compile=False)
     size = int(model.input_shape[1])
     x_val, y_val = load_xy(args.data, args.val_split, args.label_set)
     x = np.stack([cv2.resize(face, (size, size)) for face in x_val]).astype(np.float32)
@@ -211,7 +212,7 @@ def peer(args) -> int:
         probabilities = collapse_probabilities(probabilities, FER2013_LABELS)
     report(f"fer_peer_{args.label_set}", y_val, probabilities.argmax(axis=1),
            labels_for(args.label_set), args.output,
-           {"model": str(peer_model_path()), "collapsed_7_to_3": args.label_set == "3class"})
+           {"model": str(path), "collapsed_7_to_3": args.label_set == "3class"})
     return 0
 
 

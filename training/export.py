@@ -70,9 +70,11 @@ def export_runs(run_dirs: Sequence[Path], name: str, out_dir: Path = WEIGHTS,
     from fer_ros.evaluation import git_revision
     from fer_ros.labels import label_set
     from fer_ros.test_time_augmentation import TtaViews
+    from training.train_static import load_split
 
     configs = [read_run(r) for r in run_dirs]
-    labels = label_set(common_setting(configs, "label_set", "3class", run_dirs))
+    label_set_name = common_setting(configs, "label_set", "3class", run_dirs)
+    labels = label_set(label_set_name)
     views = TtaViews(bool(common_setting(configs, "tta_flip", False, run_dirs)),
                      tuple(common_setting(configs, "tta_zooms", [1.0], run_dirs)))
     members = [keras.models.load_model(r / "best.keras", compile=False) for r in run_dirs]
@@ -87,7 +89,11 @@ def export_runs(run_dirs: Sequence[Path], name: str, out_dir: Path = WEIGHTS,
     if path.stat().st_size > MAX_SHIPPED_BYTES:
         raise RuntimeError(f"{path}: {path.stat().st_size} bytes, over the "
                            f"{MAX_SHIPPED_BYTES}-byte budget for shipped models")
-    faces, y = validation_faces(configs[0], labels)
+    # The validation faces exactly as training evaluated the runs.
+    faces, y, _, _ = load_split([configs[0]["val_data"]], configs[0]["val_split"],
+                                label_set_name, drop_blank=False)
+    if not len(faces):
+        raise ValueError(f"{configs[0]['val_data']}: no validation faces for {labels}")
     check_against_keras(path, model, faces[:CHECK_FACES], views, weights)
     validation = validation_metrics(EmotionClassifier.load(path), faces, y)
     validation["evaluated_on"] = f"{configs[0]['val_data']}:{configs[0]['val_split']}"
@@ -100,19 +106,6 @@ def export_runs(run_dirs: Sequence[Path], name: str, out_dir: Path = WEIGHTS,
           f"accuracy {validation['accuracy']:.4f} ({views.num_views} views), "
           f"{validation['accuracy_without_tta']:.4f} one pass")
     return path
-
-
-def validation_faces(config: Dict[str, Any], labels: Sequence[str]):
-    """Load the validation faces and class indices named by a run's config."""
-    from fer_ros.datasets import load_any
-
-    data = load_any(config["val_data"])
-    if config.get("val_split"):
-        data = data.subset(data.split == config["val_split"])
-    faces, y = data.targets(labels)
-    if not len(faces):
-        raise ValueError(f"{config['val_data']}: no validation faces with {labels}")
-    return faces, y
 
 
 def check_against_keras(path: Path, model, faces: np.ndarray, views, weights: str) -> None:
