@@ -24,6 +24,7 @@ import yaml
 
 from fer_ros.test_time_augmentation import TtaViews
 from training.augmentation import AugmentationConfig
+from training.distillation import blend_targets
 
 
 @dataclass
@@ -57,6 +58,14 @@ class TrainConfig:
     output_root: str = "runs"
     multitask: bool = False              # one trunk, 7-class and 3-class heads
     init_weights: str = ""               # start from this .keras (same architecture)
+    teachers: List[str] = field(default_factory=list)  # runs to distil from (an ensemble)
+    distillation_weight: float = 0.5     # share of the teachers' probabilities in targets
+
+    def __post_init__(self) -> None:
+        """Reject settings that would only fail after data loading."""
+        if not 0.0 <= self.distillation_weight <= 1.0:
+            raise ValueError(f"distillation_weight must be in [0, 1], "
+                             f"not {self.distillation_weight}")
 
     @classmethod
     def from_yaml(cls, path: Path, overrides: Optional[Dict[str, Any]] = None
@@ -95,12 +104,17 @@ def load_split(paths: List[str], split: str, label_set: str, drop_blank: bool):
 
 def make_dataset(images: np.ndarray, y: np.ndarray, num_classes: int,
                  batch_size: int, augmenter=None, weights=None,
-                 shuffle_seed: Optional[int] = None, label_smoothing: float = 0.0):
-    """Build a ``tf.data`` pipeline of (face float [B,48,48,1], one-hot[, weight])."""
+                 shuffle_seed: Optional[int] = None,
+                 targets: Optional[np.ndarray] = None):
+    """Build a ``tf.data`` pipeline of (face float [B,48,48,1], target[, weight]).
+
+    The target is the one-hot label, or ``targets`` (float [N, classes],
+    e.g. blended with a teacher's probabilities) when given.
+    """
     import tensorflow as tf
 
     x = images[..., None].astype(np.float32)
-    onehot = np.eye(num_classes, dtype=np.float32)[y]
+    onehot = np.eye(num_classes, dtype=np.float32)[y] if targets is None else targets
     tensors = (x, onehot) if weights is None else (
         x, onehot, np.array([weights[int(c)] for c in y], dtype=np.float32))
     ds = tf.data.Dataset.from_tensor_slices(tensors)
@@ -199,6 +213,18 @@ def write_model_summary(model, run_dir: Path) -> None:
     print(f"model {model.name}: {model.count_params():,} parameters", flush=True)
 
 
+def distillation_targets(config: TrainConfig, run_dir: Path, x_train: np.ndarray,
+                         fingerprint: str, heads) -> Optional[Dict[str, np.ndarray]]:
+    """Return the teachers' probabilities per head, or None without teachers."""
+    if not config.teachers:
+        return None
+    from training.distillation import cached_teacher_targets
+
+    print(f"distilling from {', '.join(config.teachers)} "
+          f"(weight {config.distillation_weight})", flush=True)
+    return cached_teacher_targets(run_dir, config.teachers, heads, x_train, fingerprint)
+
+
 def train(config: TrainConfig) -> Path:
     """Run one experiment and return its run folder."""
     run_dir = start_run(config)
@@ -218,8 +244,13 @@ def train(config: TrainConfig) -> Path:
 
     weights = class_weights(y_train, len(labels)) if config.class_weighting else None
     augmenter = build_augmenter(config.augmentation, config.seed)
+    soft = distillation_targets(config, run_dir, x_train, facts["train_data_hash"],
+                                (config.label_set,))
+    targets = None if soft is None else blend_targets(
+        np.eye(len(labels), dtype=np.float32)[y_train], soft[config.label_set],
+        config.distillation_weight)
     train_ds = make_dataset(x_train, y_train, len(labels), config.batch_size,
-                            augmenter, weights, shuffle_seed=config.seed)
+                            augmenter, weights, shuffle_seed=config.seed, targets=targets)
     val_ds = make_dataset(x_val, y_val, len(labels), 512)
 
     model = build_model(config.architecture, len(labels), **config.model)
@@ -307,17 +338,23 @@ def train_multitask(config: TrainConfig) -> Path:
     print(f"train: {len(x_train)} faces (junk in source: {facts['junk_in_train_source']}); "
           f"validation: {len(x_val)} faces", flush=True)
 
-    def targets(y7, y3):
+    soft = distillation_targets(config, run_dir, x_train, facts["train_data_hash"],
+                                tuple(HEAD_OUTPUTS))
+
+    def targets(y7, y3, soft=None):
         onehot3 = np.zeros((len(y3), 3), np.float32)
         onehot3[y3 >= 0, y3[y3 >= 0]] = 1.0
-        labels = {HEAD_OUTPUTS["7class"]: np.eye(7, dtype=np.float32)[y7],
-                  HEAD_OUTPUTS["3class"]: onehot3}
+        labels = {"7class": np.eye(7, dtype=np.float32)[y7], "3class": onehot3}
+        if soft is not None:
+            labels = {head: blend_targets(labels[head], soft[head],
+                                          config.distillation_weight) for head in labels}
+        labels = {HEAD_OUTPUTS[head]: target for head, target in labels.items()}
         weights = {HEAD_OUTPUTS["7class"]: np.ones(len(y7), np.float32),
                    HEAD_OUTPUTS["3class"]: (y3 >= 0).astype(np.float32)}
         return labels, weights
 
-    def dataset(x, y7, y3, batch, augment):
-        labels, weights = targets(y7, y3)
+    def dataset(x, y7, y3, batch, augment, soft=None):
+        labels, weights = targets(y7, y3, soft)
         ds = tf.data.Dataset.from_tensor_slices(
             (x[..., None].astype(np.float32), labels, weights))
         if augment:
@@ -350,7 +387,7 @@ def train_multitask(config: TrainConfig) -> Path:
             monitor=f"val_{output}_accuracy", mode="max", save_best_only=True))
     callbacks += schedule_callbacks(config)
     started = time.time()
-    model.fit(dataset(x_train, y7_train, y3_train, config.batch_size, True),
+    model.fit(dataset(x_train, y7_train, y3_train, config.batch_size, True, soft),
               validation_data=dataset(x_val, y7_val, y3_val, 512, False),
               epochs=config.epochs, callbacks=callbacks,
               verbose=1 if sys.stdout.isatty() else 2)
