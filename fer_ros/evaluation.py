@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -98,12 +98,34 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str],
     plt.close(fig)
 
 
+def curve_series(history: Mapping[str, Sequence[float]], metric: str
+                 ) -> List[Tuple[str, Sequence[float]]]:
+    """Return ``(label, values)`` of every train and validation series of ``metric``.
+
+    A single-head run logs ``accuracy``; a multi-task run logs one series per
+    head (``emotion_3class_accuracy``), each labelled with its head.  The
+    overall ``loss`` is taken alone when logged.
+    """
+    names = [metric] if metric in history else sorted(
+        key for key in history
+        if key.endswith("_" + metric) and not key.startswith("val_"))
+    series = []
+    for name in names:
+        head = name[:-len(metric)].rstrip("_")
+        for prefix, split in (("", "train"), ("val_", "validation")):
+            values = history.get(prefix + name)
+            if values:
+                series.append((" ".join(filter(None, (split, head, metric))), values))
+    return series
+
+
 def plot_curves(history: Mapping[str, Sequence[float]], path: Path,
                 title: str = "") -> None:
     """Save training curves (loss and accuracy, train vs validation) as a PNG.
 
     :param history: per-epoch series such as ``loss``, ``val_loss``,
-        ``accuracy``, ``val_accuracy`` and optionally ``learning_rate``.
+        ``accuracy``, ``val_accuracy`` (or one accuracy per head of a
+        multi-task run) and optionally ``learning_rate``.
     :param path: output .png.
     :param title: figure title.
     """
@@ -113,15 +135,14 @@ def plot_curves(history: Mapping[str, Sequence[float]], path: Path,
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key in zip(axes, ("loss", "accuracy")):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            series = history.get(prefix + key)
-            if series:
-                ax.plot(range(1, len(series) + 1), series, style,
-                        label=("validation " if prefix else "train ") + key)
+        for label, values in curve_series(history, key):
+            ax.plot(range(1, len(values) + 1), values,
+                    "--" if label.startswith("validation") else "-", label=label)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     if history.get("learning_rate"):
         lr_axis = axes[0].twinx()
         lr_axis.plot(history["learning_rate"], ":", color="grey")
