@@ -64,9 +64,9 @@ def teacher_probabilities(run_dirs: Sequence[Path], head: str,
     total = None
     for run_dir in run_dirs:
         path = teacher_model_path(Path(run_dir), head)
-        config = yaml.safe_load((path.parent / "config.yaml").read_text()) or {}
-        views = TtaViews(bool(config.get("tta_flip", False)),
-                         tuple(config.get("tta_zooms", [1.0])))
+        # A run's config records its views under the sidecar's key names.
+        views = TtaViews.from_sidecar(
+            yaml.safe_load((path.parent / "config.yaml").read_text()) or {})
         model = keras.models.load_model(path, compile=False)
         probs = predict_probabilities(model, images, views)
         print(f"teacher {path}: {views.num_views} views, {len(images)} faces", flush=True)

@@ -114,9 +114,10 @@ def make_dataset(images: np.ndarray, y: np.ndarray, num_classes: int,
     import tensorflow as tf
 
     x = images[..., None].astype(np.float32)
-    onehot = np.eye(num_classes, dtype=np.float32)[y] if targets is None else targets
-    tensors = (x, onehot) if weights is None else (
-        x, onehot, np.array([weights[int(c)] for c in y], dtype=np.float32))
+    if targets is None:
+        targets = np.eye(num_classes, dtype=np.float32)[y]
+    tensors = (x, targets) if weights is None else (
+        x, targets, np.array([weights[int(c)] for c in y], dtype=np.float32))
     ds = tf.data.Dataset.from_tensor_slices(tensors)
     if shuffle_seed is not None:
         ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
