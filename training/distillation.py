@@ -74,13 +74,18 @@ def teacher_probabilities(run_dirs: Sequence[Path], head: str,
     return (total / len(run_dirs)).astype(np.float32)
 
 
+def check_distillation_weight(weight: float) -> None:
+    """Raise ValueError unless ``weight`` (the teachers' share) is in [0, 1]."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"distillation_weight must be in [0, 1], not {weight}")
+
+
 def blend_targets(one_hot: np.ndarray, soft: np.ndarray, weight: float) -> np.ndarray:
     """Return ``(1 - weight) * one_hot + weight * soft`` (rows still sum to 1).
 
     :raises ValueError: for a weight outside [0, 1] or mismatched shapes.
     """
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"distillation_weight must be in [0, 1], not {weight}")
+    check_distillation_weight(weight)
     if one_hot.shape != soft.shape:
         raise ValueError(f"teacher targets {soft.shape} do not match labels {one_hot.shape}")
     return ((1.0 - weight) * one_hot + weight * soft).astype(np.float32)

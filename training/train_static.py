@@ -24,7 +24,7 @@ import yaml
 
 from fer_ros.test_time_augmentation import TtaViews
 from training.augmentation import AugmentationConfig
-from training.distillation import blend_targets
+from training.distillation import blend_targets, check_distillation_weight
 
 
 @dataclass
@@ -63,9 +63,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Reject settings that would only fail after data loading."""
-        if not 0.0 <= self.distillation_weight <= 1.0:
-            raise ValueError(f"distillation_weight must be in [0, 1], "
-                             f"not {self.distillation_weight}")
+        check_distillation_weight(self.distillation_weight)
 
     @classmethod
     def from_yaml(cls, path: Path, overrides: Optional[Dict[str, Any]] = None
