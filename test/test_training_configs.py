@@ -1,0 +1,50 @@
+"""Every experiment config in training/configs reads as its trainer's config."""
+
+from pathlib import Path
+
+import pytest
+
+from training.train_static import TrainConfig
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "training" / "configs")
+                 .glob("*.yaml"))
+STATIC_CONFIGS = [path for path in CONFIGS if not path.stem.startswith("ckplus_lstm")]
+
+
+def test_configs_are_found():
+    assert len(STATIC_CONFIGS) >= 2 and len(CONFIGS) > len(STATIC_CONFIGS)
+
+
+@pytest.mark.parametrize("path", STATIC_CONFIGS, ids=lambda path: path.stem)
+def test_static_config_reads_and_is_named_after_its_file(path):
+    config = TrainConfig.from_yaml(path)
+    # The run folder is runs/<name>: a name differing from the file would
+    # send two configs' results into one folder or hide where a run came from.
+    assert config.name == path.stem
+    assert config.epochs > 0 and config.batch_size > 0 and config.learning_rate > 0
+    assert config.label_set in ("3class", "7class")
+    for run in config.teachers:
+        assert run.startswith("runs/"), run
+    if config.init_weights:
+        assert config.init_weights.startswith("runs/") and \
+            config.init_weights.endswith(".keras")
+
+
+def test_unknown_key_in_a_config_is_rejected(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("name: typo\nlearning_rat: 0.001\n")
+    with pytest.raises(ValueError, match="learning_rat"):
+        TrainConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p not in STATIC_CONFIGS],
+                         ids=lambda path: path.stem)
+def test_lstm_config_reads_and_is_named_after_its_file(path):
+    import yaml
+
+    from training.train_lstm import LstmConfig
+
+    config = LstmConfig(**(yaml.safe_load(path.read_text()) or {}))
+    assert config.name == path.stem
+    assert config.static_model in ("3class", "7class")
+    assert config.sequence_length > 0 and config.folds >= 2
