@@ -1,11 +1,14 @@
 """``fer-evaluate``: accuracy, per-class metrics and plots of a model on labelled data.
 
     fer-evaluate --model 3class --data fer2013.npz --split PublicTest --output eval/
+    fer-evaluate --model my.tflite --data fer2013.npz --split PublicTest --compare-with 3class
 
 Data may be FER2013 (.npz or .csv), CK+ (.npz or the original folders) or a
 folder per class; labels are mapped onto the model's classes (7 -> 3 where
 needed; samples with no counterpart, such as surprise for 3 classes, are
-left out and counted).
+left out and counted).  The accuracy comes with its 95% confidence
+interval; ``--compare-with`` scores a second model on the same faces and
+tells whether the difference between the two is more than chance.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -21,15 +24,22 @@ import numpy as np
 def evaluate(model: str, data: Path, split: str, output: Optional[Path],
              tta_flip: Optional[bool], batch_size: int = 256,
              collapse_to_three: bool = False,
-             tta_zooms: Optional[Sequence[float]] = None) -> int:
-    """Evaluate and report; return the exit code."""
+             tta_zooms: Optional[Sequence[float]] = None,
+             compare_with: Optional[str] = None) -> int:
+    """Evaluate and report; return the exit code.
+
+    :param compare_with: a second model scored on the same faces (with its
+        own test-time views); the report adds the paired difference and its
+        McNemar p-value.
+    """
     from fer_ros.classification import EmotionClassifier
     from fer_ros.datasets import load_any
-    from fer_ros.evaluation import (classification_metrics, plot_confusion, report_line,
-                                    write_metrics)
-    from fer_ros.labels import THREE_CLASS_LABELS, collapse_probabilities, relabel
+    from fer_ros.evaluation import (classification_metrics, paired_comparison,
+                                    plot_confusion, report_line, write_metrics)
+    from fer_ros.labels import THREE_CLASS_LABELS, relabel
 
     classifier = EmotionClassifier.load(model, tta_flip=tta_flip, tta_zooms=tta_zooms)
+    other = EmotionClassifier.load(compare_with) if compare_with else None
     dataset = load_any(data)
     if split:
         dataset = dataset.subset(dataset.split == split)
@@ -45,11 +55,8 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
     images, y = dataset.images[keep], y[keep]
     if not len(images):
         raise ValueError(f"{data}: no samples with labels the model knows")
-    probs = np.concatenate([classifier.predict_proba(images[i:i + batch_size])
-                            for i in range(0, len(images), batch_size)])
-    if collapse_to_three:
-        probs = collapse_probabilities(probs, classifier.labels)
-    metrics = classification_metrics(y, probs.argmax(axis=1), labels)
+    predicted = predicted_classes(classifier, images, labels, batch_size)
+    metrics = classification_metrics(y, predicted, labels)
     metrics.update({"model": classifier.source, "data": str(data), "split": split,
                     **classifier.info.tta.to_sidecar(),
                     "collapsed_7_to_3": collapse_to_three,
@@ -60,6 +67,11 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
     for label, values in metrics["per_class"].items():
         print(f"  {label:>9s}: precision {values['precision']:.3f} recall "
               f"{values['recall']:.3f} F1 {values['f1']:.3f} (n={values['support']})")
+    if other is not None:
+        other_predicted = predicted_classes(other, images, labels, batch_size)
+        comparison = paired_comparison(predicted == y, other_predicted == y)
+        metrics["comparison"] = {"model": other.source, **comparison}
+        print(comparison_line(Path(other.source).name, comparison))
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         write_metrics(output / "metrics.json", metrics)
@@ -68,6 +80,33 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
                        f"{Path(classifier.source).stem}: accuracy {metrics['accuracy']:.3f}")
         print(f"wrote {output / 'metrics.json'} and {output / 'confusion.png'}")
     return 0
+
+
+def predicted_classes(classifier, images: np.ndarray, labels: Sequence[str],
+                      batch_size: int = 256) -> np.ndarray:
+    """Class indices into ``labels`` that a classifier predicts for faces.
+
+    A 7-class model is scored on 3 classes by collapsing its probabilities.
+
+    :raises ValueError: when the model's classes cannot be read as ``labels``.
+    """
+    from fer_ros.labels import THREE_CLASS_LABELS, collapse_probabilities
+
+    probs = np.concatenate([classifier.predict_proba(images[i:i + batch_size])
+                            for i in range(0, len(images), batch_size)])
+    if tuple(classifier.labels) != tuple(labels):
+        if tuple(labels) != tuple(THREE_CLASS_LABELS) or len(classifier.labels) != 7:
+            raise ValueError(f"{classifier.source}: its classes {list(classifier.labels)} "
+                             f"cannot be scored as {list(labels)}")
+        probs = collapse_probabilities(probs, classifier.labels)
+    return probs.argmax(axis=1)
+
+
+def comparison_line(other: str, comparison: Dict[str, Any]) -> str:
+    """One printable line for a paired comparison (see ``paired_comparison``)."""
+    return (f"vs {other} on the same faces: {100 * comparison['difference']:+.2f} points "
+            f"(right only here: {comparison['only_a']}, only there: {comparison['only_b']}; "
+            f"McNemar p = {comparison['p_value']:.3f})")
 
 
 def _zoom_list(text: str) -> List[float]:
@@ -101,13 +140,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--tta-zooms", type=_zoom_list, default=None, metavar="Z,Z,...",
                         help="test-time zooms to average over, e.g. 1,1.1 (1 = none); "
                              "default: the model's own")
+    parser.add_argument("--compare-with", default=None, metavar="MODEL",
+                        help="also score this model (3class, 7class or a file) on the same "
+                             "faces and report the paired difference (McNemar test)")
     args = parser.parse_args(argv)
     from fer_ros.classification import ModelLoadError
     from fer_ros.datasets import DatasetError
 
     try:
         return evaluate(args.model, args.data, args.split, args.output, args.tta_flip,
-                        collapse_to_three=args.collapse_to_3class, tta_zooms=args.tta_zooms)
+                        collapse_to_three=args.collapse_to_3class, tta_zooms=args.tta_zooms,
+                        compare_with=args.compare_with)
     except (ModelLoadError, DatasetError, ValueError, OSError) as error:
         print(f"fer-evaluate: error: {error}", file=sys.stderr)
         return 1

@@ -1,4 +1,7 @@
-"""Training curves and history files (fer_ros/evaluation.py)."""
+"""Training curves, history files and accuracy statistics (fer_ros/evaluation.py)."""
+
+import numpy as np
+import pytest
 
 from fer_ros.evaluation import curve_series, plot_curves, read_history_csv
 
@@ -33,3 +36,90 @@ def test_curves_plot_from_a_keras_csv_log(tmp_path):
     plot_curves(history, tmp_path / "curves.png", "mt")
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert read_history_csv(tmp_path / "missing.csv") == {}
+
+
+def test_accuracy_interval_matches_the_wilson_formula_and_narrows_with_more_faces():
+    from fer_ros.evaluation import accuracy_interval
+
+    low, high = accuracy_interval(83, 100)
+    # The Wilson bounds are the accuracies p whose normal test accepts 83/100:
+    # the roots of (1 + z^2/n) p^2 - (2 q + z^2/n) p + q^2 = 0, q = 0.83.
+    z2n = 1.96 ** 2 / 100
+    roots = np.sort(np.roots([1 + z2n, -(2 * 0.83 + z2n), 0.83 ** 2]))
+    assert np.allclose((low, high), roots)
+    low_big, high_big = accuracy_interval(2648, 3174)  # 83.4% of PublicTest
+    assert low < low_big < 0.834 < high_big < high
+    assert 0.012 < (high_big - low_big) / 2 < 0.014
+    assert accuracy_interval(0, 10)[0] == 0.0 and accuracy_interval(10, 10)[1] == 1.0
+    assert accuracy_interval(0, 0) == (0.0, 1.0)
+
+
+def test_metrics_and_report_line_carry_the_interval():
+    from fer_ros.evaluation import classification_metrics, report_line
+
+    metrics = classification_metrics(np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0]),
+                                     ["a", "b"])
+    assert metrics["accuracy"] == 0.75
+    low, high = metrics["accuracy_ci95"]
+    assert low < 0.75 < high
+    assert f"(95% CI {low:.4f}-{high:.4f})" in report_line("m", metrics)
+
+
+def test_paired_comparison_counts_disagreements_and_gives_the_exact_p_value():
+    from fer_ros.evaluation import paired_comparison
+
+    a = np.array([True] * 10 + [False] * 2 + [True] * 88)
+    b = np.array([False] * 10 + [True] * 2 + [True] * 88)
+    result = paired_comparison(a, b)
+    assert (result["only_a"], result["only_b"]) == (10, 2)
+    assert result["difference"] == 0.08
+    # Two-sided exact binomial: 2 * P(X <= 2), X ~ B(12, 1/2) = 2 * 79 / 4096.
+    assert result["p_value"] == round(2 * 79 / 4096, 4)
+    same = paired_comparison(a, a)
+    assert same["p_value"] == 1.0 and same["difference"] == 0.0
+    with pytest.raises(ValueError, match="same faces"):
+        paired_comparison(a, b[:50])
+
+
+def _labelled_folder(root):
+    import cv2
+
+    for label, value in (("happy", 90), ("sad", 160), ("neutral", 30)):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            face = np.full((48, 48), value + 10 * i, np.uint8)
+            cv2.imwrite(str(root / label / f"{i}.png"), face)
+    return root
+
+
+def test_evaluate_cli_compares_two_models_on_the_same_faces(tiny_model_paths, tmp_path,
+                                                            capsys):
+    import json
+
+    from fer_ros.evaluate_cli import main
+
+    data = _labelled_folder(tmp_path / "faces")
+    model = str(tiny_model_paths["tflite"])
+    assert main(["--model", model, "--data", str(data), "--compare-with", model,
+                 "--output", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "95% CI" in out
+    assert "vs tiny.tflite on the same faces: +0.00 points" in out
+    comparison = json.loads((tmp_path / "eval" / "metrics.json").read_text())["comparison"]
+    assert comparison["p_value"] == 1.0 and comparison["model"] == model
+
+
+def test_evaluate_cli_rejects_a_comparison_model_with_other_classes(tiny_model_paths, tmp_path,
+                                                                    capsys):
+    import json
+
+    from fer_ros.evaluate_cli import main
+
+    other = tmp_path / "other.tflite"
+    other.write_bytes(tiny_model_paths["tflite"].read_bytes())
+    other.with_suffix(".json").write_text(json.dumps({"labels": ["calm", "busy", "tired"]}))
+    data = _labelled_folder(tmp_path / "faces")
+    assert main(["--model", str(tiny_model_paths["tflite"]), "--data", str(data),
+                 "--compare-with", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be scored as" in err
