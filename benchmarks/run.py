@@ -148,7 +148,8 @@ def classifier_view_settings(shipped) -> Dict[str, Any]:
     settings = {f"{shipped.num_views} views (model)": shipped,
                 f"{'face + mirror' if node.get('tta_flip') else 'one pass'} (node default)":
                     TtaViews(bool(node.get("tta_flip", shipped.flip)),
-                             tuple(node.get("tta_zooms", shipped.zooms))),
+                             tuple(node.get("tta_zooms", shipped.zooms)),
+                             node.get("tta_shifts", shipped.shifts)),
                 "one pass": TtaViews()}
     unique: Dict[str, Any] = {}
     for label, views in settings.items():  # first label wins for equal view sets

@@ -213,7 +213,8 @@ class EmotionClassifier:
     @classmethod
     def load(cls, name_or_path: str | Path = "3class", threads: int = 1,
              tta_flip: Optional[bool] = None,
-             tta_zooms: Optional[Sequence[float]] = None) -> "EmotionClassifier":
+             tta_zooms: Optional[Sequence[float]] = None,
+             tta_shifts: Optional[Sequence[Sequence[int]]] = None) -> "EmotionClassifier":
         """Load a shipped model (``"3class"``, ``"7class"``) or a model file.
 
         :param name_or_path: shipped name, or a ``.tflite`` / ``.keras`` path.
@@ -221,6 +222,8 @@ class EmotionClassifier:
         :param tta_flip: override the sidecar's test-time flip setting.
         :param tta_zooms: override the sidecar's test-time zooms
             (``[1.0]`` = none).
+        :param tta_shifts: override the sidecar's test-time shifts
+            (``[[0, 0]]`` = none).
         :return: a ready (warmed-up) classifier.
         :raises ModelLoadError: when the model is missing or unreadable.
         """
@@ -238,10 +241,11 @@ class EmotionClassifier:
         else:
             raise ModelLoadError(f"{path}: unknown model format (use .tflite or .keras)")
         info = read_model_info(path, backend.output_sizes[0])
-        if tta_flip is not None or tta_zooms is not None:
+        if (tta_flip, tta_zooms, tta_shifts) != (None, None, None):
             try:
                 tta = TtaViews(info.tta.flip if tta_flip is None else bool(tta_flip),
-                               info.tta.zooms if tta_zooms is None else tuple(tta_zooms))
+                               info.tta.zooms if tta_zooms is None else tuple(tta_zooms),
+                               info.tta.shifts if tta_shifts is None else tta_shifts)
             except ValueError as error:
                 raise ModelLoadError(f"{path}: {error}") from None
             info = dataclasses.replace(info, tta=tta)

@@ -15,8 +15,8 @@ from fer_ros.detection import BLAZEFACE_MODELS
 #: ``test_time_views`` choices -> EmotionClassifier.load overrides.
 TEST_TIME_VIEWS: Dict[str, Dict[str, Any]] = {
     "model": {},
-    "flip": {"tta_flip": True, "tta_zooms": [1.0]},
-    "none": {"tta_flip": False, "tta_zooms": [1.0]},
+    "flip": {"tta_flip": True, "tta_zooms": [1.0], "tta_shifts": [[0, 0]]},
+    "none": {"tta_flip": False, "tta_zooms": [1.0], "tta_shifts": [[0, 0]]},
 }
 
 

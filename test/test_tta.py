@@ -96,3 +96,35 @@ def test_node_parameter_overrides_the_model_views(choice, views):
 
     pipeline, _ = build_pipeline({"test_time_views": choice, "dynamic_model": "none"})
     assert pipeline.classifier.info.tta.num_views == views
+
+
+def test_shifted_views_move_the_face_by_whole_pixels(rng):
+    faces = rng.integers(0, 256, (3, 48, 48)).astype(np.uint8)
+    tta = TtaViews(False, (1.0,), ((0, 0), (4, -4)))
+    views = tta.views(faces)[..., 0]
+    assert tta.num_views == 2
+    # Down 4, left 4: the interior moves, the borders are reflected.
+    assert np.allclose(views[3:, 4:, :44], faces[:, :44, 4:], atol=1e-3)
+
+
+def test_shifts_round_trip_through_the_sidecar_and_bad_ones_are_rejected():
+    tta = TtaViews(True, (1.0,), ((0, 0), (-4, 4)))
+    sidecar = tta.to_sidecar()
+    assert sidecar["tta_shifts"] == [[0, 0], [-4, 4]]
+    assert TtaViews.from_sidecar(dict(sidecar)) == tta
+    for bad in ([], [[0]], [[0.5, 0]], [[40, 0]], "far"):
+        with pytest.raises(ValueError, match="tta_shifts"):
+            TtaViews(False, (1.0,), bad)
+
+
+def test_classifier_shift_override_matches_the_views(tiny_model_paths, rng):
+    shifts = [[0, 0], [2, 2], [-2, -2]]
+    classifier = EmotionClassifier.load(tiny_model_paths["tflite"], tta_flip=False,
+                                        tta_shifts=shifts)
+    assert classifier.info.tta.num_views == 3
+    faces = rng.integers(0, 256, (4, 48, 48)).astype(np.uint8)
+    single = EmotionClassifier.load(tiny_model_paths["tflite"], tta_flip=False,
+                                    tta_zooms=[1.0], tta_shifts=[[0, 0]])
+    views = classifier.info.tta.views(faces)[..., 0].round().astype(np.uint8)
+    expected = single.predict_proba(views).reshape(3, 4, -1).mean(axis=0)
+    assert np.allclose(classifier.predict_proba(faces), expected, atol=1e-2)

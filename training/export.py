@@ -76,7 +76,8 @@ def export_runs(run_dirs: Sequence[Path], name: str, out_dir: Path = WEIGHTS,
     label_set_name = common_setting(configs, "label_set", "3class", run_dirs)
     labels = label_set(label_set_name)
     views = TtaViews(bool(common_setting(configs, "tta_flip", False, run_dirs)),
-                     tuple(common_setting(configs, "tta_zooms", [1.0], run_dirs)))
+                     tuple(common_setting(configs, "tta_zooms", [1.0], run_dirs)),
+                     common_setting(configs, "tta_shifts", [[0, 0]], run_dirs))
     members = [keras.models.load_model(r / "best.keras", compile=False) for r in run_dirs]
     model = members[0] if len(members) == 1 else ensemble_model(members)
     info = {
