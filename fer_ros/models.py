@@ -30,9 +30,19 @@ def feature_layer_name() -> str:
     return FEATURES_LAYER
 
 
-def _input_block(name: str) -> tuple:
+def _input_block(name: str, crop: int = 0) -> tuple:
+    """Face input and normalisation; ``crop`` > 0 keeps only the central crop x crop.
+
+    With a centre crop, random shifts at training time pick random crops
+    and shifted test-time views pick other crops (the "ten crops" of the
+    published FER2013 recipes), while the input stays a 48x48 face.
+    """
     inputs = keras.Input(shape=(FACE_SIZE, FACE_SIZE, 1), name="face")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalise")(inputs)
+    if crop:
+        if not 8 <= crop <= FACE_SIZE:
+            raise ValueError(f"crop must be 8..{FACE_SIZE} pixels, not {crop}")
+        x = layers.CenterCrop(crop, crop, name="centre_crop")(x)
     return inputs, x
 
 
@@ -170,7 +180,8 @@ def build_dense_xception(num_classes: int, stem_filters: int = 8,
 def build_vgg_residual(num_classes: int,
                        stage_filters: Sequence[int] = (32, 64, 128, 256),
                        convs_per_stage: int = 2, l2: float = 1e-4,
-                       dropout: float = 0.3, stage_dropout: float = 0.0) -> keras.Model:
+                       dropout: float = 0.3, stage_dropout: float = 0.0,
+                       crop: int = 0) -> keras.Model:
     """Build a compact VGG-style CNN (plain 3x3 convs, BN, max-pool) for accuracy.
 
     Plain convs run far faster per parameter than depthwise ones on CPUs
@@ -182,9 +193,11 @@ def build_vgg_residual(num_classes: int,
     :param l2: L2 weight decay.
     :param dropout: spatial dropout before the class conv.
     :param stage_dropout: spatial dropout after each pooling (0 = none).
+    :param crop: side of the central crop the network sees, pixels (0 = the
+        whole 48x48 face).
     :return: an uncompiled model.
     """
-    inputs, x = _input_block("vgg")
+    inputs, x = _input_block("vgg", crop)
     for s, filters in enumerate(stage_filters):
         for c in range(convs_per_stage):
             x = _conv_bn_act(x, filters, l2, f"stage{s + 1}_{c + 1}")
@@ -194,7 +207,7 @@ def build_vgg_residual(num_classes: int,
                 x = layers.SpatialDropout2D(stage_dropout, name=f"stage{s + 1}_dropout")(x)
     outputs = _classifier_head(x, num_classes, l2, dropout)
     name = f"vgg_c{num_classes}_" + "-".join(map(str, stage_filters)) + \
-        f"_x{convs_per_stage}"
+        f"_x{convs_per_stage}" + (f"_crop{crop}" if crop else "")
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -27,6 +27,10 @@ from training.augmentation import AugmentationConfig
 from training.distillation import blend_targets, check_distillation_weight
 
 
+#: Optimizers a config can name.
+OPTIMIZERS = ("adam", "sgd")
+
+
 @dataclass
 class TrainConfig:
     """One static-FER experiment.  Every field can be set in the YAML file."""
@@ -43,6 +47,9 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"          # "cosine" or "plateau"
+    optimizer: str = "adam"              # "adam" or "sgd" (Nesterov momentum)
+    momentum: float = 0.9                # of "sgd"
+    mixup_alpha: float = 0.0             # Beta(alpha, alpha) mixup of faces; 0 = off
     plateau_factor: float = 0.1
     plateau_patience: int = 12
     early_stopping_patience: int = 20
@@ -52,6 +59,7 @@ class TrainConfig:
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     tta_flip: bool = True
     tta_zooms: List[float] = field(default_factory=lambda: [1.0])  # test-time zooms
+    tta_shifts: List[List[int]] = field(default_factory=lambda: [[0, 0]])  # pixels
     seed: int = 1
     threads: int = 0                     # 0 = TensorFlow's default
     max_train_samples: int = 0           # 0 = all; >0 for smoke tests
@@ -64,6 +72,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Reject settings that would only fail after data loading."""
         check_distillation_weight(self.distillation_weight)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.mixup_alpha < 0:
+            raise ValueError(f"mixup_alpha must be >= 0, not {self.mixup_alpha}")
+        tta_views(self)  # checks the test-time views
 
     @classmethod
     def from_yaml(cls, path: Path, overrides: Optional[Dict[str, Any]] = None
@@ -103,17 +116,23 @@ def load_split(paths: List[str], split: str, label_set: str, drop_blank: bool):
 def make_dataset(images: np.ndarray, y: np.ndarray, num_classes: int,
                  batch_size: int, augmenter=None, weights=None,
                  shuffle_seed: Optional[int] = None,
-                 targets: Optional[np.ndarray] = None):
+                 targets: Optional[np.ndarray] = None, mixup_alpha: float = 0.0):
     """Build a ``tf.data`` pipeline of (face float [B,48,48,1], target[, weight]).
 
     The target is the one-hot label, or ``targets`` (float [N, classes],
-    e.g. blended with a teacher's probabilities) when given.
+    e.g. blended with a teacher's probabilities) when given.  With
+    ``mixup_alpha`` > 0 the augmented faces of each batch are mixed
+    (:func:`training.augmentation.mix_batch`), and every face has a weight.
     """
     import tensorflow as tf
+
+    from training.augmentation import mix_batch
 
     x = images[..., None].astype(np.float32)
     if targets is None:
         targets = np.eye(num_classes, dtype=np.float32)[y]
+    if mixup_alpha > 0 and weights is None:
+        weights = np.ones(num_classes, np.float32)
     tensors = (x, targets) if weights is None else (
         x, targets, np.array([weights[int(c)] for c in y], dtype=np.float32))
     ds = tf.data.Dataset.from_tensor_slices(tensors)
@@ -123,6 +142,11 @@ def make_dataset(images: np.ndarray, y: np.ndarray, num_classes: int,
     if augmenter is not None:
         ds = ds.map(lambda a, *rest: (augmenter(a, training=True), *rest),
                     num_parallel_calls=tf.data.AUTOTUNE)
+    if mixup_alpha > 0:
+        def mix(a, target, weight):
+            a, target, weight = mix_batch(a, {"y": target}, {"y": weight}, mixup_alpha)
+            return a, target["y"], weight["y"]
+        ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -141,7 +165,8 @@ def predict_probabilities(model, images: np.ndarray, tta: TtaViews,
 
 def tta_views(config: TrainConfig) -> TtaViews:
     """Return the test-time views a run's model is evaluated (and shipped) with."""
-    return TtaViews(config.tta_flip, tuple(config.tta_zooms))
+    return TtaViews(config.tta_flip, tuple(config.tta_zooms),
+                    tuple(tuple(shift) for shift in config.tta_shifts))
 
 
 def start_run(config: TrainConfig) -> Path:
@@ -191,6 +216,16 @@ def learning_rate_schedule(config: TrainConfig, train_samples: int):
     if config.lr_schedule == "plateau":
         return config.learning_rate
     raise ValueError(f"lr_schedule must be 'cosine' or 'plateau', not {config.lr_schedule!r}")
+
+
+def build_optimizer(config: TrainConfig, train_samples: int):
+    """Return the config's optimizer with its learning-rate schedule."""
+    import keras
+
+    rate = learning_rate_schedule(config, train_samples)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=config.momentum, nesterov=True)
+    return keras.optimizers.Adam(rate)
 
 
 def schedule_callbacks(config: TrainConfig) -> list:
@@ -249,13 +284,14 @@ def train(config: TrainConfig) -> Path:
         np.eye(len(labels), dtype=np.float32)[y_train], soft[config.label_set],
         config.distillation_weight)
     train_ds = make_dataset(x_train, y_train, len(labels), config.batch_size,
-                            augmenter, weights, shuffle_seed=config.seed, targets=targets)
+                            augmenter, weights, shuffle_seed=config.seed, targets=targets,
+                            mixup_alpha=config.mixup_alpha)
     val_ds = make_dataset(x_val, y_val, len(labels), 512)
 
     model = build_model(config.architecture, len(labels), **config.model)
     write_model_summary(model, run_dir)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate_schedule(config, len(x_train))),
+        optimizer=build_optimizer(config, len(x_train)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"])
     callbacks = [
@@ -330,7 +366,7 @@ def train_multitask(config: TrainConfig) -> Path:
 
     from fer_ros.evaluation import plot_curves, read_history_csv
     from fer_ros.models import HEAD_OUTPUTS, build_multitask
-    from training.augmentation import build_augmenter
+    from training.augmentation import build_augmenter, mix_batch
 
     x_train, y7_train, x_val, y7_val, facts = load_train_and_validation(config, "7class")
     y3_train, y3_val = three_class_targets(y7_train), three_class_targets(y7_val)
@@ -363,6 +399,9 @@ def train_multitask(config: TrainConfig) -> Path:
             augmenter = build_augmenter(config.augmentation, config.seed)
             ds = ds.map(lambda a, y, w: (augmenter(a, training=True), y, w),
                         num_parallel_calls=tf.data.AUTOTUNE)
+            if config.mixup_alpha > 0:
+                ds = ds.map(lambda a, y, w: mix_batch(a, y, w, config.mixup_alpha),
+                            num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     model = build_multitask(config.architecture, **config.model)
@@ -372,8 +411,7 @@ def train_multitask(config: TrainConfig) -> Path:
         print(f"initialised from {config.init_weights}", flush=True)
     write_model_summary(model, run_dir)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(config,
-                                                                         len(x_train))),
+    model.compile(optimizer=build_optimizer(config, len(x_train)),
                   loss={name: loss for name in HEAD_OUTPUTS.values()},
                   # weighted: surprise has weight 0 for the 3-class head
                   weighted_metrics={name: ["accuracy"] for name in HEAD_OUTPUTS.values()})
