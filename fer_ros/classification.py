@@ -26,6 +26,9 @@ from fer_ros.native_logs import quiet_native_stderr
 from fer_ros.preprocessing import FACE_SIZE
 from fer_ros.test_time_augmentation import TtaViews
 
+#: Name of the layer whose output is a classifier's per-face feature map
+#: (the last convolutional block; see ``training.models``).
+FEATURES_LAYER = "features"
 #: Folder of the models shipped inside the package.
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 #: Names accepted by :meth:`EmotionClassifier.load` for shipped models.
@@ -151,13 +154,11 @@ def inference_model(model):
     The features are the global average of the ``features`` layer (the last
     convolutional block), the vector the CNN-LSTM consumes.
 
-    :param model: a model built by :mod:`fer_ros.models`.
+    :param model: a model built by :mod:`training.models`.
     :return: a two-output ``keras.Model`` (or the model itself if it has no
         ``features`` layer).
     """
     import keras
-
-    from fer_ros.models import FEATURES_LAYER
 
     if len(model.outputs) > 1:
         return model
@@ -335,7 +336,7 @@ def export_tflite(model, path: Path, info: Dict[str, Any],
                   weights: str = "float32") -> Path:
     """Export a trained Keras classifier to ``.tflite`` plus its JSON sidecar.
 
-    :param model: a model built by :mod:`fer_ros.models` (one output), or a
+    :param model: a model built by :mod:`training.models` (one output), or a
         two-output model such as :func:`ensemble_model`'s.
     :param path: output ``.tflite`` path.
     :param info: sidecar content; must include ``labels``.

@@ -127,7 +127,7 @@ def _keras_forward(path: Path):
 def export_sequence_tflite(model, path: Path, info: Dict[str, Any]) -> Path:
     """Export a Keras CNN-LSTM to ``.tflite`` with its sidecar.
 
-    :param model: built by :func:`fer_ros.models.build_cnn_lstm`.
+    :param model: built by :func:`training.models.build_cnn_lstm`.
     :param path: output ``.tflite``.
     :param info: sidecar; ``labels`` required (length and feature size are
         taken from the model).

@@ -32,7 +32,7 @@ def tiny_model_paths(tmp_path_factory):
     """
     keras = pytest.importorskip("keras")
     from fer_ros.classification import export_tflite
-    from fer_ros.models import build_vgg_residual
+    from training.models import build_vgg_residual
 
     keras.utils.set_random_seed(0)
     model = build_vgg_residual(3, stage_filters=(4, 8), convs_per_stage=1)

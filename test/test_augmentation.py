@@ -52,7 +52,7 @@ def test_mixup_blends_faces_and_targets_and_respects_masked_targets(rng):
 
 
 def test_crop_model_sees_only_the_centre(rng):
-    from fer_ros.models import build_vgg_residual
+    from training.models import build_vgg_residual
 
     model = build_vgg_residual(3, (4, 8), 1, crop=40)
     faces = rng.integers(0, 256, (2, 48, 48, 1)).astype(np.float32)

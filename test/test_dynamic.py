@@ -9,7 +9,7 @@ keras = pytest.importorskip("keras")
 
 from fer_ros.classification import ModelLoadError  # noqa: E402
 from fer_ros.dynamic import SequenceClassifier, export_sequence_tflite  # noqa: E402
-from fer_ros.models import build_cnn_lstm  # noqa: E402
+from training.models import build_cnn_lstm  # noqa: E402
 
 LABELS = ["negative", "neutral", "positive"]
 

@@ -5,7 +5,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from fer_ros.models import build_model, feature_layer_name  # noqa: E402
+from training.models import build_model, feature_layer_name  # noqa: E402
 
 
 def counts(model):
@@ -110,7 +110,7 @@ def _tiny_run(folder, seed, data, **config):
     import keras
     import yaml
 
-    from fer_ros.models import build_vgg_residual
+    from training.models import build_vgg_residual
 
     keras.utils.set_random_seed(seed)
     folder.mkdir(parents=True)

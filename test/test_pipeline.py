@@ -33,7 +33,7 @@ class RandomFaces:
 def tiny_dynamic(tiny_model_paths, tmp_path_factory):
     keras = pytest.importorskip("keras")
     from fer_ros.dynamic import SequenceClassifier, export_sequence_tflite
-    from fer_ros.models import build_cnn_lstm
+    from training.models import build_cnn_lstm
 
     classifier = EmotionClassifier.load(tiny_model_paths["tflite"])
     keras.utils.set_random_seed(0)

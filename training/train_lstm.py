@@ -133,7 +133,7 @@ def fit(config: LstmConfig, x: np.ndarray, y: np.ndarray, num_classes: int,
     """Train one CNN-LSTM; return the model and its history."""
     import keras
 
-    from fer_ros.models import build_cnn_lstm
+    from training.models import build_cnn_lstm
 
     keras.utils.set_random_seed(config.seed)
     model = build_cnn_lstm(x.shape[2], num_classes, config.sequence_length,

@@ -267,7 +267,7 @@ def train(config: TrainConfig) -> Path:
     from fer_ros.datasets import class_weights
     from fer_ros.evaluation import plot_curves, read_history_csv
     from fer_ros.labels import label_set as labels_for
-    from fer_ros.models import build_model
+    from training.models import build_model
     from training.augmentation import build_augmenter
 
     labels = labels_for(config.label_set)
@@ -365,7 +365,7 @@ def train_multitask(config: TrainConfig) -> Path:
     import tensorflow as tf
 
     from fer_ros.evaluation import plot_curves, read_history_csv
-    from fer_ros.models import HEAD_OUTPUTS, build_multitask
+    from training.models import HEAD_OUTPUTS, build_multitask
     from training.augmentation import build_augmenter, mix_batch
 
     x_train, y7_train, x_val, y7_val, facts = load_train_and_validation(config, "7class")
@@ -449,7 +449,7 @@ def evaluate_heads(config: TrainConfig, run_dir: Path, x_val: np.ndarray, y7_val
     import keras
 
     from fer_ros.labels import FER2013_LABELS, THREE_CLASS_LABELS
-    from fer_ros.models import split_head
+    from training.models import split_head
 
     facts = dict(facts, multitask_run=config.name)
     for head, labels, y_val in (("7class", FER2013_LABELS, y7_val),

@@ -19,10 +19,8 @@ from typing import Callable, Dict, Sequence
 import keras
 from keras import layers, regularizers
 
+from fer_ros.classification import FEATURES_LAYER
 from fer_ros.preprocessing import FACE_SIZE
-
-#: Name of the layer whose output is the per-face feature map.
-FEATURES_LAYER = "features"
 
 
 def feature_layer_name() -> str:
