@@ -164,7 +164,8 @@ def worker_classifiers(count: int) -> Dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from fer_ros.classification import EmotionClassifier, ModelLoadError
+    from fer_ros.classification import EmotionClassifier
+    from fer_ros.model_files import ModelLoadError
 
     rng = np.random.default_rng(0)
     faces48 = rng.integers(0, 256, (8, 48, 48)).astype(np.uint8)

@@ -65,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     from fer_ros.bag_source import BagError
-    from fer_ros.classification import ModelLoadError
+    from fer_ros.model_files import ModelLoadError
     from fer_ros.detection import DetectorError
     from fer_ros.session_analysis import FrameSelection, SessionError
     from fer_ros.session_report import AnalysisRequest, analyze_and_report

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 import cv2
 import numpy as np
 
-from fer_ros.native_logs import quiet_native_stderr
+from fer_ros.model_files import LiteRTModel, ModelLoadError
 
 #: Sigmoid input clip; MediaPipe uses 100, which overflows float32 exp.
 RAW_SCORE_LIMIT = 80.0
@@ -36,7 +36,7 @@ ACCEPT_WITHOUT_VERIFY = 0.8
 VERIFY_REGION_SCALE = 2.0
 
 
-class DetectorError(RuntimeError):
+class DetectorError(ModelLoadError):
     """The face detector cannot be created (missing weights or runtime)."""
 
 
@@ -180,26 +180,6 @@ def blazeface_weights_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
-def make_tflite_interpreter(model_path: Path, threads: int):
-    """Create a LiteRT interpreter (falls back to ``tf.lite`` if needed).
-
-    :param model_path: .tflite file.
-    :param threads: CPU threads for the interpreter (>= 1).
-    :raises DetectorError: when no TFLite runtime is installed.
-    """
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tensorflow.lite import Interpreter  # type: ignore
-        except ImportError:
-            raise DetectorError("no TFLite runtime: `pip install ai-edge-litert`") from None
-    interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
-    with quiet_native_stderr():
-        interpreter.allocate_tensors()
-    return interpreter
-
-
 class BlazeFaceDetector:
     """BlazeFace face detector on the LiteRT interpreter.
 
@@ -239,13 +219,12 @@ class BlazeFaceDetector:
         self._size = spec.input_size
         self._anchors = ssd_anchors(spec.input_size, spec.strides,
                                     spec.anchors_per_cell_pair)
-        self._interpreter = make_tflite_interpreter(path, threads)
-        inputs = self._interpreter.get_input_details()[0]
-        outputs = sorted(self._interpreter.get_output_details(),
-                         key=lambda d: d["shape"][-1], reverse=True)
-        self._input_index = inputs["index"]
-        self._boxes_index, self._scores_index = outputs[0]["index"], outputs[1]["index"]
-        self._input = np.zeros(inputs["shape"], dtype=np.float32)
+        self._network = LiteRTModel(path, threads, kind="BlazeFace detector")
+        # Two outputs: box regressors [1, A, 16] and scores [1, A, 1].
+        sizes = self._network.output_sizes
+        self._boxes_output = int(np.argmax(sizes))
+        self._scores_output = 1 - self._boxes_output
+        self._input = np.zeros(self._network.input_shape, dtype=np.float32)
         self.verify_min_score = verify_min_score
         self._verifier: Optional[BlazeFaceDetector] = None
         if model == "full_range" and verify_min_score > 0:
@@ -265,10 +244,9 @@ class BlazeFaceDetector:
                              f"{image.shape} {image.dtype}")
         height, width = image.shape[:2]
         scale, pad_x, pad_y = self._letterbox(image, bgr)
-        self._interpreter.set_tensor(self._input_index, self._input)
-        self._interpreter.invoke()
-        raw_boxes = self._interpreter.get_tensor(self._boxes_index)[0]
-        raw_scores = self._interpreter.get_tensor(self._scores_index)[0, :, 0]
+        outputs = self._network(self._input)
+        raw_boxes = outputs[self._boxes_output][0]
+        raw_scores = outputs[self._scores_output][0, :, 0]
         clipped = np.clip(raw_scores, -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)
         scores = 1.0 / (1.0 + np.exp(-clipped))
         keep = scores >= self.min_score

@@ -144,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="also score this model (3class, 7class or a file) on the same "
                              "faces and report the paired difference (McNemar test)")
     args = parser.parse_args(argv)
-    from fer_ros.classification import ModelLoadError
+    from fer_ros.model_files import ModelLoadError
     from fer_ros.datasets import DatasetError
 
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
-from fer_ros.classification import (SHIPPED_MODELS, WEIGHTS_DIR, EmotionClassifier,
-                                    ModelLoadError, file_fingerprint)
+from fer_ros.classification import SHIPPED_MODELS, WEIGHTS_DIR, EmotionClassifier
+from fer_ros.model_files import ModelLoadError, file_fingerprint
 from fer_ros.detection import create_detector
 from fer_ros.parameters import TEST_TIME_VIEWS, defaults
 from fer_ros.pipeline import DynamicClassifier, EmotionPipeline, PipelineConfig
@@ -33,7 +33,7 @@ def load_dynamic(setting: str, static_model: str, threads: int
     path = shipped_dynamic_path(static_model) if setting == "auto" else Path(setting)
     if path is None:
         return None
-    from fer_ros.dynamic import SequenceClassifier
+    from fer_ros.sequence import SequenceClassifier
 
     return SequenceClassifier.load(path, threads=threads)
 

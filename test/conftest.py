@@ -31,7 +31,7 @@ def tiny_model_paths(tmp_path_factory):
     classifier are exercised without the trained weights.
     """
     keras = pytest.importorskip("keras")
-    from fer_ros.classification import export_tflite
+    from training.export import export_tflite
     from training.models import build_vgg_residual
 
     keras.utils.set_random_seed(0)

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from fer_ros.classification import EmotionClassifier, ModelLoadError
+from fer_ros.classification import EmotionClassifier
+from fer_ros.model_files import ModelLoadError
 
 
 @pytest.fixture(params=["keras", "tflite"])
@@ -92,3 +93,18 @@ def test_sidecar_with_wrong_label_count(tiny_model_paths, tmp_path):
     (tmp_path / "m.json").write_text(json.dumps({"labels": ["a", "b"]}))
     with pytest.raises(ModelLoadError, match="2 labels for a model with 3 outputs"):
         EmotionClassifier.load(model)
+
+
+@pytest.mark.parametrize("suffix", [".tflite", ".keras"])
+def test_empty_model_file_says_it_is_empty(tmp_path, suffix):
+    path = tmp_path / f"empty{suffix}"
+    path.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=r"empty \(0 bytes\)"):
+        EmotionClassifier.load(path)
+
+
+def test_non_zip_keras_file_is_named_as_such(tmp_path):
+    path = tmp_path / "text.keras"
+    path.write_text("this is not a model")
+    with pytest.raises(ModelLoadError, match="not a .keras zip archive"):
+        EmotionClassifier.load(path)

@@ -7,8 +7,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from fer_ros.classification import ModelLoadError  # noqa: E402
-from fer_ros.dynamic import SequenceClassifier, export_sequence_tflite  # noqa: E402
+from fer_ros.sequence import SequenceClassifier  # noqa: E402
+from fer_ros.model_files import ModelLoadError  # noqa: E402
+from training.export import export_sequence_tflite  # noqa: E402
 from training.models import build_cnn_lstm  # noqa: E402
 
 LABELS = ["negative", "neutral", "positive"]
@@ -54,7 +55,8 @@ def test_wrong_feature_size_and_missing_sidecar(tiny_lstm, tmp_path):
 
 
 def test_sequence_model_of_another_static_model_is_refused(tiny_lstm, tiny_model_paths):
-    from fer_ros.classification import EmotionClassifier, file_fingerprint
+    from fer_ros.classification import EmotionClassifier
+    from fer_ros.model_files import file_fingerprint
     from fer_ros.runtime import check_dynamic_matches
 
     classifier = EmotionClassifier.load(tiny_model_paths["tflite"])

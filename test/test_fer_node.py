@@ -176,7 +176,7 @@ def test_invalid_start_up_parameters_name_the_parameter(tiny_model_paths, ros_do
 
 
 def test_missing_model_fails_at_start_up(tmp_path, ros_domain):
-    from fer_ros.classification import ModelLoadError
+    from fer_ros.model_files import ModelLoadError
     from fer_ros.nodes.fer_node import FerNode
 
     context = Context()

@@ -155,7 +155,7 @@ def test_ensemble_export_averages_members_and_concatenates_features(tmp_path):
 
 
 def test_ensemble_export_rejects_runs_that_do_not_fit_together(tmp_path):
-    from fer_ros.classification import ensemble_model, export_tflite
+    from training.export import ensemble_model, export_tflite
     from training.export import export_runs
 
     data = tmp_path / "missing.npz"

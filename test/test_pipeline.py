@@ -32,7 +32,8 @@ class RandomFaces:
 @pytest.fixture(scope="module")
 def tiny_dynamic(tiny_model_paths, tmp_path_factory):
     keras = pytest.importorskip("keras")
-    from fer_ros.dynamic import SequenceClassifier, export_sequence_tflite
+    from fer_ros.sequence import SequenceClassifier
+    from training.export import export_sequence_tflite
     from training.models import build_cnn_lstm
 
     classifier = EmotionClassifier.load(tiny_model_paths["tflite"])

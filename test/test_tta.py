@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_ros.classification import EmotionClassifier, ModelLoadError
+from fer_ros.classification import EmotionClassifier
+from fer_ros.model_files import ModelLoadError
 from fer_ros.evaluate_cli import main as evaluate_main
 from fer_ros.test_time_augmentation import TtaViews, zoom_faces
 

@@ -241,7 +241,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     commands = {"svm-pixels": svm_pixels, "svm-cnn": svm_cnn, "transfer": transfer,
                 "peer": peer}
-    from fer_ros.classification import ModelLoadError
+    from fer_ros.model_files import ModelLoadError
     from fer_ros.datasets import DatasetError
 
     try:

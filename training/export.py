@@ -19,6 +19,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import yaml
 
+from fer_ros.model_files import with_features_output
+from fer_ros.preprocessing import FACE_SIZE
+
 WEIGHTS = Path(__file__).resolve().parent.parent / "fer_ros" / "weights"
 #: Largest accepted difference between Keras and LiteRT probabilities per
 #: weight format (float16 rounds each weight to ~3 significant digits; int8
@@ -30,6 +33,105 @@ INT8_MIN_AGREEMENT = 0.97
 MAX_SHIPPED_BYTES = 2_000_000
 #: Validation faces used to compare the exported model with Keras.
 CHECK_FACES = 256
+
+
+#: How :func:`export_tflite` stores weights: ``float32``; ``float16`` (half
+#: the size, computed in float32 after loading); ``int8`` (dynamic-range
+#: quantisation: a quarter of the size, and LiteRT's int8 kernels, which are
+#: faster on CPU; activations stay floating point).
+WEIGHT_FORMATS = ("float32", "float16", "int8")
+
+
+def ensemble_model(members: Sequence[Any]):
+    """Combine trained classifiers into one model: ``[mean probabilities, features]``.
+
+    Each member is wrapped by :func:`fer_ros.model_files.with_features_output`;
+    the ensemble outputs the average of the members' class probabilities and
+    the concatenation of their feature vectors (the members' feature spaces differ, so they are
+    not averaged).  Exported as one LiteRT graph, it costs one interpreter
+    call per batch.
+
+    :param members: two or more single-output models with the same classes.
+    :return: a two-output ``keras.Model`` named after its members.
+    :raises ValueError: for fewer than two members or differing class counts.
+    """
+    import keras
+
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least two models")
+    classes = {int(m.outputs[0].shape[-1]) for m in members}
+    if len(classes) != 1:
+        raise ValueError(f"ensemble members disagree on the class count: {sorted(classes)}")
+    faces = keras.Input((FACE_SIZE, FACE_SIZE, 1), name="faces")
+    probabilities, features = [], []
+    for index, member in enumerate(members):
+        wrapped = with_features_output(member)
+        # A fresh name per member: nested models must be uniquely named.
+        renamed = keras.Model(wrapped.inputs, wrapped.outputs, name=f"member_{index}")
+        outputs = renamed(faces)
+        probabilities.append(outputs[0])
+        if len(outputs) > 1:
+            features.append(outputs[1])
+    mean = keras.layers.Average(name="probabilities")(probabilities)
+    outputs = [mean]
+    if len(features) == len(members):
+        outputs.append(keras.layers.Concatenate(name="face_features")(features))
+    # TensorFlow scope names allow [A-Za-z0-9_.\\/>-] only.
+    distinct = "__".join(dict.fromkeys(m.name for m in members))
+    return keras.Model(faces, outputs, name=f"ensemble{len(members)}_{distinct}")
+
+
+def export_tflite(model, path: Path, info: Dict[str, Any],
+                  weights: str = "float32") -> Path:
+    """Export a trained Keras classifier to ``.tflite`` plus its JSON sidecar.
+
+    :param model: a model built by :mod:`training.models` (one output), or a
+        two-output model such as :func:`ensemble_model`'s.
+    :param path: output ``.tflite`` path.
+    :param info: sidecar content; must include ``labels``.
+    :param weights: weight storage, one of :data:`WEIGHT_FORMATS`.
+    :return: the written path.
+    :raises ValueError: for an unknown weight format.
+    """
+    import tensorflow as tf
+
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"unknown weight format {weights!r} "
+                         f"(use {', '.join(WEIGHT_FORMATS)})")
+    wrapped = with_features_output(model)
+    # from_keras_model, not from_concrete_functions: the latter loses Keras 3
+    # variables here and the interpreter returns NaN.
+    converter = tf.lite.TFLiteConverter.from_keras_model(wrapped)
+    if weights != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if weights == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(converter.convert())
+    sidecar = dict(info, weights_dtype=weights)
+    sidecar.setdefault("feature_size", int(wrapped.outputs[-1].shape[-1])
+                       if len(wrapped.outputs) > 1 else 0)
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return path
+
+
+def export_sequence_tflite(model, path: Path, info: Dict[str, Any]) -> Path:
+    """Export a Keras CNN-LSTM to ``.tflite`` with its sidecar.
+
+    :param model: built by :func:`training.models.build_cnn_lstm`.
+    :param path: output ``.tflite``.
+    :param info: sidecar; ``labels`` required (length and feature size are
+        taken from the model).
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(converter.convert())
+    sidecar = dict(info, sequence_length=int(model.input_shape[1]),
+                   feature_size=int(model.input_shape[2]))
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return path
 
 
 def read_run(run_dir: Path) -> Dict[str, Any]:
@@ -65,8 +167,7 @@ def export_runs(run_dirs: Sequence[Path], name: str, out_dir: Path = WEIGHTS,
     """
     import keras
 
-    from fer_ros.classification import (EmotionClassifier, ensemble_model,
-                                        export_tflite)
+    from fer_ros.classification import EmotionClassifier
     from fer_ros.evaluation import git_revision
     from fer_ros.labels import label_set
     from fer_ros.test_time_augmentation import TtaViews
@@ -151,8 +252,6 @@ def validation_metrics(classifier, faces: np.ndarray, y: np.ndarray,
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point; returns the exit code."""
-    from fer_ros.classification import WEIGHT_FORMATS
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+",
                         help="run folder(s) with best.keras; several = an ensemble")

@@ -19,7 +19,7 @@ from typing import Callable, Dict, Sequence
 import keras
 from keras import layers, regularizers
 
-from fer_ros.classification import FEATURES_LAYER
+from fer_ros.model_files import FEATURES_LAYER
 from fer_ros.preprocessing import FACE_SIZE
 
 

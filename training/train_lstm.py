@@ -226,8 +226,8 @@ def train_lstm(config: LstmConfig, export: bool) -> Path:
     plot_confusion(lstm_metrics["confusion_matrix"], labels, run_dir / "confusion.png",
                    f"CNN-LSTM, {config.folds}-fold subject CV: acc {lstm_metrics['accuracy']:.3f}")
     if export:
-        from fer_ros.classification import file_fingerprint
-        from fer_ros.dynamic import export_sequence_tflite
+        from fer_ros.model_files import file_fingerprint
+        from training.export import export_sequence_tflite
 
         target = WEIGHTS / f"{Path(classifier.source).stem}_lstm.tflite"
         export_sequence_tflite(final, target, {
@@ -247,7 +247,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--export", action="store_true",
                         help="write fer_ros/weights/<static model>_lstm.tflite")
     args = parser.parse_args(argv)
-    from fer_ros.classification import ModelLoadError
+    from fer_ros.model_files import ModelLoadError
     from fer_ros.datasets import DatasetError
 
     try:

@@ -26,7 +26,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from fer_ros.classification import ModelLoadError
+from fer_ros.model_files import ModelLoadError
 from fer_ros.detection import DetectorError
 from fer_ros.image_conversion import (ImageConversionError, compressed_msg_to_bgr,
                                       fill_image_msg, image_msg_to_bgr)
