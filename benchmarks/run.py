@@ -87,7 +87,7 @@ def worker_fer_ros(name: str, count: int) -> Dict[str, Any]:
     from fer_ros.image_conversion import fill_image_msg, image_msg_to_bgr
     from fer_ros.msg import Emotion, EmotionArray
     from fer_ros.nodes.messages import frame_to_msg
-    from fer_ros.runtime import build_pipeline
+    from fer_ros.pipeline import build_pipeline
 
     frames = load_frames(name, count)
     messages = [fill_image_msg(Image(), f, "bgr8") for f in frames]

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from fer_ros.model_files import LiteRTModel, ModelLoadError
+from fer_ros.parameters import default_of
 
 #: Sigmoid input clip; MediaPipe uses 100, which overflows float32 exp.
 RAW_SCORE_LIMIT = 80.0
@@ -200,10 +201,11 @@ class BlazeFaceDetector:
         verify at > 0.8.
     """
 
-    def __init__(self, model: str = "full_range", min_score: float = 0.5,
-                 min_face_size: float = 12.0, threads: int = 1,
+    def __init__(self, model: str = default_of("detector_model"),
+                 min_score: float = default_of("min_detection_score"),
+                 min_face_size: float = default_of("min_face_size_px"), threads: int = 1,
                  weights_dir: Optional[Path] = None,
-                 verify_min_score: float = 0.7) -> None:
+                 verify_min_score: float = default_of("verify_min_score")) -> None:
         if model not in BLAZEFACE_MODELS:
             raise ValueError(f"unknown BlazeFace model {model!r}; choose one of "
                              f"{sorted(BLAZEFACE_MODELS)}")
@@ -308,9 +310,10 @@ class BlazeFaceDetector:
         return scale, float(pad_x), float(pad_y)
 
 
-def create_detector(model: str = "full_range", min_score: float = 0.5,
-                    min_face_size: float = 12.0, threads: int = 1,
-                    verify_min_score: float = 0.7) -> FaceDetector:
+def create_detector(model: str = default_of("detector_model"),
+                    min_score: float = default_of("min_detection_score"),
+                    min_face_size: float = default_of("min_face_size_px"), threads: int = 1,
+                    verify_min_score: float = default_of("verify_min_score")) -> FaceDetector:
     """Build the default face detector (BlazeFace) from parameter values."""
     return BlazeFaceDetector(model, min_score, min_face_size, threads,
                              verify_min_score=verify_min_score)

@@ -1,16 +1,22 @@
-"""The fer node's parameters: names, defaults, ranges and descriptions.
+"""Every node's parameters: names, defaults, ranges and descriptions; params files.
 
-One table serves the node (which declares each entry with a
-``ParameterDescriptor``), the tests, ``config/fer.yaml`` and the README, so
-they cannot disagree.  :func:`validate` checks values without ROS.
+One table per node (``fer``, ``video_source``, ``emotion_recorder``) serves
+the node (which declares each entry with a ``ParameterDescriptor``), the
+pipeline and detector defaults, the tests, ``config/fer.yaml`` and the
+README, so they cannot disagree.  :func:`validate` checks values and
+:func:`read_params_file` reads a node's section of a ROS 2 parameters file,
+both without ROS.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from fer_ros.detection import BLAZEFACE_MODELS
+#: BlazeFace variants the ``detector_model`` parameter accepts (the keys of
+#: ``fer_ros.detection.BLAZEFACE_MODELS``).
+DETECTOR_MODELS = ("full_range", "short_range")
 
 #: ``test_time_views`` choices -> EmotionClassifier.load overrides.
 TEST_TIME_VIEWS: Dict[str, Dict[str, Any]] = {
@@ -30,6 +36,7 @@ class ParameterSpec:
     :param value_range: inclusive ``(min, max)`` for numbers.
     :param choices: allowed values for strings with a fixed set.
     :param read_only: only settable at start-up.
+    :param allow_empty: an empty string is a valid value (strings only).
     """
 
     name: str
@@ -38,6 +45,7 @@ class ParameterSpec:
     value_range: Optional[Tuple[float, float]] = None
     choices: Optional[Sequence[str]] = None
     read_only: bool = True
+    allow_empty: bool = False
 
 
 FER_NODE_PARAMETERS: List[ParameterSpec] = [
@@ -56,7 +64,7 @@ FER_NODE_PARAMETERS: List[ParameterSpec] = [
                   "'image/compressed')", choices=("raw", "compressed")),
     ParameterSpec("detector_model", "full_range",
                   "BlazeFace variant: 'full_range' (faces up to ~5 m, groups) or "
-                  "'short_range' (faster, faces within ~2 m)", choices=tuple(BLAZEFACE_MODELS)),
+                  "'short_range' (faster, faces within ~2 m)", choices=DETECTOR_MODELS),
     ParameterSpec("min_detection_score", 0.5, "minimum face detector confidence, 0-1",
                   (0.05, 0.99), read_only=False),
     ParameterSpec("verify_min_score", 0.7,
@@ -89,12 +97,57 @@ FER_NODE_PARAMETERS: List[ParameterSpec] = [
                   read_only=False),
 ]
 
+VIDEO_SOURCE_PARAMETERS: List[ParameterSpec] = [
+    ParameterSpec("source", "", "video file, image file, /dev/videoN or a camera index"),
+    ParameterSpec("frame_rate", 0.0, "publishing rate, frames/s; 0 = the source's own rate",
+                  (0.0, 1000.0)),
+    ParameterSpec("loop", False, "restart files at the end"),
+    ParameterSpec("frame_id", "camera", "header frame_id of the published images",
+                  allow_empty=True),
+    ParameterSpec("encoding", "bgr8", "published encoding", choices=("bgr8", "rgb8", "mono8")),
+    ParameterSpec("width", 0, "resize frames to this width, pixels; 0 = keep", (0, 16384)),
+    ParameterSpec("height", 0, "resize frames to this height, pixels; 0 = keep", (0, 16384)),
+    ParameterSpec("image_frames", 30, "how many frames an image source publishes",
+                  (1, 10_000_000)),
+    ParameterSpec("wait_for_subscribers", 0,
+                  "wait for this many subscribers before the first frame", (0, 100)),
+    ParameterSpec("wait_timeout_s", 30.0,
+                  "give up waiting for subscribers after this long, seconds", (0.0, 3600.0)),
+    ParameterSpec("wait_for_results", False,
+                  "files: publish the next frame only once 'emotions' answered this one"),
+    ParameterSpec("result_timeout_s", 2.0,
+                  "wait_for_results: give up on a frame's result after this long, seconds",
+                  (0.0, 60.0)),
+]
+
+EMOTION_RECORDER_PARAMETERS: List[ParameterSpec] = [
+    ParameterSpec("output_dir", "fer_recording", "folder for emotions.jsonl and overlay.mp4"),
+    ParameterSpec("overlay_topic", "fer/overlay",
+                  "annotated image topic to record; '' records none", allow_empty=True),
+    ParameterSpec("overlay_fps", 30.0, "frame rate written into overlay.mp4, frames/s",
+                  (1.0, 240.0)),
+    ParameterSpec("ready_file", "", "touch this file once a publisher of 'emotions' is "
+                  "matched (for scripts that start a pipeline); '' = none", allow_empty=True),
+]
+
+#: Each node's table, by node name.
+NODE_PARAMETERS: Dict[str, List[ParameterSpec]] = {
+    "fer": FER_NODE_PARAMETERS,
+    "video_source": VIDEO_SOURCE_PARAMETERS,
+    "emotion_recorder": EMOTION_RECORDER_PARAMETERS,
+}
+
 PARAMETERS_BY_NAME: Dict[str, ParameterSpec] = {p.name: p for p in FER_NODE_PARAMETERS}
 
 
-def defaults() -> Dict[str, Any]:
-    """Return the default value of every parameter."""
-    return {p.name: p.default for p in FER_NODE_PARAMETERS}
+def defaults(table: Sequence[ParameterSpec] = FER_NODE_PARAMETERS) -> Dict[str, Any]:
+    """Return the default value of every parameter of a node (the fer node's by default)."""
+    return {p.name: p.default for p in table}
+
+
+def default_of(name: str) -> Any:
+    """Return the default of one fer node parameter (the code's defaults use this)."""
+    return PARAMETERS_BY_NAME[name].default
 
 
 def check(spec: ParameterSpec, value: Any) -> Optional[str]:
@@ -112,19 +165,23 @@ def check(spec: ParameterSpec, value: Any) -> Optional[str]:
     if spec.choices is not None and value not in spec.choices:
         return (f"parameter '{spec.name}' = {value!r} is not one of "
                 f"{', '.join(map(repr, spec.choices))}")
-    if isinstance(value, str) and not value.strip() and spec.choices is None:
+    if isinstance(value, str) and not value.strip() and not spec.allow_empty \
+            and spec.choices is None:
         return f"parameter '{spec.name}' must not be empty"
     return None
 
 
-def validate(values: Mapping[str, Any]) -> List[str]:
+def validate(values: Mapping[str, Any],
+             table: Sequence[ParameterSpec] = FER_NODE_PARAMETERS) -> List[str]:
     """Check parameter values; return one message per problem (empty if valid).
 
     :param values: parameter name -> value; unknown names are problems.
+    :param table: the node's parameter table (the fer node's by default).
     """
+    by_name = {p.name: p for p in table}
     problems = []
     for name, value in values.items():
-        spec = PARAMETERS_BY_NAME.get(name)
+        spec = by_name.get(name)
         if spec is None:
             problems.append(f"unknown parameter '{name}'")
             continue
@@ -132,3 +189,57 @@ def validate(values: Mapping[str, Any]) -> List[str]:
         if problem:
             problems.append(problem)
     return problems
+
+
+class ParamsFileError(ValueError):
+    """A parameters file cannot be read; the message is one line naming it."""
+
+
+#: Keys of a parameters file that are ROS settings, not node parameters.
+ROS_ONLY_PARAMETERS = ("use_sim_time", "qos_overrides")
+
+
+def read_params_file(path: Path, node: str = "fer") -> Dict[str, Any]:
+    """Read one node's ``ros__parameters`` from a ROS 2 parameters YAML file.
+
+    The node's section is found as rclpy finds it: by the node's name with
+    any namespace (``fer``, ``/fer``, ``/robot1/fer``, ``/**/fer``) or the
+    wildcard ``/**``; a file with a single section is that section.  Sections
+    that match are merged, the more specific last.
+
+    :param path: the YAML file.
+    :param node: the node's name.
+    :return: parameter name -> value, without ROS settings (``use_sim_time``,
+        ``qos_overrides.*``).
+    :raises ParamsFileError: for a missing or unreadable file or no section.
+    """
+    import yaml
+
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ParamsFileError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ParamsFileError(f"{path}: not a readable YAML file "
+                              f"({' '.join(str(error).split())})") from None
+    sections = document if isinstance(document, dict) else {}
+    matching = [key for key in sections if _section_matches(str(key), node)]
+    if not matching and len(sections) == 1:
+        matching = list(sections)
+    wildcard_first = sorted(matching, key=lambda key: 0 if str(key).startswith("/**") else 1)
+    found = [sections[key].get("ros__parameters") for key in wildcard_first
+             if isinstance(sections[key], dict)]
+    found = [parameters for parameters in found if isinstance(parameters, dict)]
+    if not found:
+        raise ParamsFileError(f"{path}: no '/**/{node}: ros__parameters:' section")
+    merged: Dict[str, Any] = {}
+    for parameters in found:
+        merged.update(parameters)
+    return {key: value for key, value in merged.items()
+            if not str(key).startswith(ROS_ONLY_PARAMETERS)}
+
+
+def _section_matches(key: str, node: str) -> bool:
+    """Tell whether a parameters-file key applies to a node named ``node``."""
+    key = key.rstrip("/")
+    return key in (node, f"/{node}", "/**") or key.endswith(f"/{node}")

@@ -3,22 +3,28 @@
 detect faces -> track (stable ids) -> crop 48x48 gray -> classify every
 face in one batch -> smooth per track -> stability per track -> buffer
 features and run the CNN-LSTM when a face is due.  Pure Python: no rclpy.
+:func:`build_pipeline` creates it from the fer node's parameter values
+(:mod:`fer_ros.parameters`), for the node and the CLIs alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Protocol, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
-from fer_ros.classification import EmotionClassifier
-from fer_ros.detection import FaceDetection, FaceDetector
+from fer_ros.classification import SHIPPED_MODELS, WEIGHTS_DIR, EmotionClassifier
+from fer_ros.detection import FaceDetection, FaceDetector, create_detector
 from fer_ros.labels import valence_of
-from fer_ros.preprocessing import DEFAULT_CROP_MARGIN, crop_faces, to_gray
-from fer_ros.sequence import FeatureBuffer
+from fer_ros.model_files import ModelLoadError, file_fingerprint
+from fer_ros.parameters import TEST_TIME_VIEWS, default_of, defaults
+from fer_ros.preprocessing import crop_faces, to_gray
+from fer_ros.sequence import FeatureBuffer, SequenceClassifier
 from fer_ros.stability import StabilityMeter, StabilityValues
 from fer_ros.tracking import FaceTracker
 
@@ -36,7 +42,9 @@ class DynamicClassifier(Protocol):
 
 @dataclass
 class PipelineConfig:
-    """Tunables of :class:`EmotionPipeline` (the node's parameters).
+    """Tunables of :class:`EmotionPipeline`, with the fer node's defaults.
+
+    Each field is the fer node parameter of the same name.
 
     :param crop_margin: context around each face box, share of its side.
     :param max_faces: at most this many faces (largest first) per frame.
@@ -49,14 +57,23 @@ class PipelineConfig:
     :param dynamic_stride: run the CNN-LSTM every this many new frames.
     """
 
-    crop_margin: float = DEFAULT_CROP_MARGIN
-    max_faces: int = 16
-    tracker_min_iou: float = 0.2
-    track_max_age_s: float = 1.0
-    smoothing_time_constant_s: float = 0.3
-    stability_window_s: float = 5.0
-    dynamic_min_frames: int = 10
-    dynamic_stride: int = 5
+    crop_margin: float = default_of("crop_margin")
+    max_faces: int = default_of("max_faces")
+    tracker_min_iou: float = default_of("tracker_min_iou")
+    track_max_age_s: float = default_of("track_max_age_s")
+    smoothing_time_constant_s: float = default_of("smoothing_time_constant_s")
+    stability_window_s: float = default_of("stability_window_s")
+    dynamic_min_frames: int = default_of("dynamic_min_frames")
+    dynamic_stride: int = default_of("dynamic_stride")
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "PipelineConfig":
+        """Take the fields from parameter values (missing ones keep the defaults)."""
+        config = cls()
+        for item in dataclasses.fields(cls):
+            if item.name in values:
+                setattr(config, item.name, type(getattr(config, item.name))(values[item.name]))
+        return config
 
 
 @dataclass
@@ -238,6 +255,69 @@ class EmotionPipeline:
         for face_id in face_ids:
             self._smoothed.pop(face_id, None)
             self._dynamic_last.pop(face_id, None)
+
+
+# --- building the pipeline from parameter values ----------------------------
+
+def shipped_dynamic_path(static_model: str) -> Optional[Path]:
+    """Return the shipped CNN-LSTM matching a shipped static model, if it exists."""
+    name = SHIPPED_MODELS.get(static_model)
+    path = WEIGHTS_DIR / f"{name}_lstm.tflite" if name else None
+    return path if path is not None and path.is_file() else None
+
+
+def load_dynamic(setting: str, static_model: str, threads: int
+                 ) -> Optional[DynamicClassifier]:
+    """Load the CNN-LSTM named by the ``dynamic_model`` parameter.
+
+    :param setting: ``"auto"``, ``"none"`` or a model path.
+    :param static_model: the ``model`` parameter (for ``"auto"``).
+    :param threads: CPU threads.
+    :return: the model, or None when disabled or (for "auto") not shipped.
+    """
+    if setting == "none":
+        return None
+    path = shipped_dynamic_path(static_model) if setting == "auto" else Path(setting)
+    if path is None:
+        return None
+    return SequenceClassifier.load(path, threads=threads)
+
+
+def check_dynamic_matches(dynamic: Optional[DynamicClassifier],
+                          classifier: EmotionClassifier) -> None:
+    """Refuse a CNN-LSTM trained on another static model's features.
+
+    :raises ModelLoadError: when the sidecar names a different static model.
+    """
+    expected = getattr(dynamic, "info", {}).get("static_model_sha256") if dynamic else None
+    if expected and expected != file_fingerprint(classifier.source):
+        raise ModelLoadError(
+            f"{getattr(dynamic, 'source', 'CNN-LSTM')}: trained on the features of another "
+            f"static model than {classifier.source}; retrain it with training.train_lstm")
+
+
+def build_pipeline(values: Optional[Mapping[str, Any]] = None
+                   ) -> Tuple[EmotionPipeline, str]:
+    """Create the pipeline from parameter values (missing ones take defaults).
+
+    :param values: parameter name -> value (see :mod:`fer_ros.parameters`).
+    :return: ``(pipeline, model name)``.
+    :raises ModelLoadError, DetectorError: when a model cannot be loaded.
+    """
+    settings = defaults()
+    settings.update(values or {})
+    threads = int(settings["threads"])
+    classifier = EmotionClassifier.load(settings["model"], threads=threads,
+                                        **TEST_TIME_VIEWS[settings["test_time_views"]])
+    detector = create_detector(settings["detector_model"],
+                               float(settings["min_detection_score"]),
+                               float(settings["min_face_size_px"]), threads=threads,
+                               verify_min_score=float(settings["verify_min_score"]))
+    dynamic = load_dynamic(settings["dynamic_model"], settings["model"], threads)
+    check_dynamic_matches(dynamic, classifier)
+    pipeline = EmotionPipeline(classifier, detector, PipelineConfig.from_values(settings),
+                               dynamic)
+    return pipeline, Path(classifier.source).stem
 
 
 def _lap(start: float) -> float:

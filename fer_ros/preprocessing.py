@@ -12,12 +12,15 @@ from typing import Sequence, Tuple
 import cv2
 import numpy as np
 
+from fer_ros.parameters import default_of
+
 #: Side of the square grayscale face the CNNs take, in pixels.
 FACE_SIZE = 48
-#: Extra context around a detector box, as a share of the box side; FER2013
-#: faces are loosely cropped (forehead to chin, some hair), detector boxes
-#: are tight, so the crop is widened to match the training distribution.
-DEFAULT_CROP_MARGIN = 0.15
+#: Extra context around a detector box, as a share of the box side (the
+#: ``crop_margin`` parameter); FER2013 faces are loosely cropped (forehead to
+#: chin, some hair), detector boxes are tight, so the crop is widened to
+#: match the training distribution.
+DEFAULT_CROP_MARGIN = default_of("crop_margin")
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 A session is a video file, a rosbag2 recording (an image topic) or the
 ``emotions.jsonl`` written by the ``emotion_recorder`` node.  Frames are run
 through exactly the node's core (:class:`fer_ros.pipeline.EmotionPipeline`
-built by :func:`fer_ros.runtime.build_pipeline`); every face of every
+built by :func:`fer_ros.pipeline.build_pipeline`); every face of every
 processed frame becomes one :class:`FaceRow`, and :func:`summarize` turns
 the rows into per-face statistics (time on screen, share of each emotion,
 valence, stability).  Pure Python: no rclpy.
@@ -33,7 +33,7 @@ import numpy as np
 from fer_ros.bag_source import BagFrameSource, is_rosbag2
 from fer_ros.image_conversion import ImageConversionError
 from fer_ros.labels import valence_of
-from fer_ros.parameters import validate
+from fer_ros.parameters import ParamsFileError, read_params_file, validate
 from fer_ros.pipeline import EmotionPipeline, FaceResult, FrameResult
 from fer_ros.stability import stability_of
 from fer_ros.video_io import DEFAULT_FRAME_RATE, IMAGE_SUFFIXES, FrameSource, SourceError
@@ -44,8 +44,6 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 RECORDING_SUFFIX = ".jsonl"
 #: A progress bar is shown for inputs with at least this many frames.
 PROGRESS_MIN_FRAMES = 150
-#: Keys of a node parameters file that are not pipeline parameters (ignored).
-NON_PIPELINE_PARAMETERS = ("use_sim_time", "qos_overrides")
 #: Stability window used for a recording that does not state one, seconds.
 DEFAULT_STABILITY_WINDOW_S = 5.0
 
@@ -363,7 +361,10 @@ def pipeline_values(params_file: Optional[Path], model: Optional[str]) -> Dict[s
     # Offline, accuracy matters more than frame rate: every validated view.
     values: Dict[str, Any] = {"test_time_views": "model"}
     if params_file is not None:
-        values.update(_read_params_file(params_file))
+        try:
+            values.update(read_params_file(params_file))
+        except ParamsFileError as error:
+            raise SessionError(str(error)) from None
     if model is not None:
         values["model"] = model
     problems = validate(values)
@@ -372,27 +373,6 @@ def pipeline_values(params_file: Optional[Path], model: Optional[str]) -> Dict[s
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise SessionError(f"{where}{problems[0]}{more}")
     return values
-
-
-def _read_params_file(path: Path) -> Dict[str, Any]:
-    import yaml
-
-    try:
-        document = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SessionError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise SessionError(f"{path}: not a readable YAML file "
-                           f"({' '.join(str(error).split())})") from None
-    sections = document if isinstance(document, dict) else {}
-    section = next((sections[key] for key in ("fer", "/fer", "/**") if key in sections), None)
-    if section is None and len(sections) == 1:
-        section = next(iter(sections.values()))
-    parameters = section.get("ros__parameters") if isinstance(section, dict) else None
-    if not isinstance(parameters, dict):
-        raise SessionError(f"{path}: no 'fer: ros__parameters:' section")
-    return {key: value for key, value in parameters.items()
-            if not key.startswith(NON_PIPELINE_PARAMETERS)}
 
 
 # --- running the pipeline -------------------------------------------------

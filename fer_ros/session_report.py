@@ -791,7 +791,7 @@ def analyze_and_report(request: AnalysisRequest) -> Tuple[Path, List[SessionOutp
 
 def _analyze_one(path: Path, name: str, folder: Path, source: Any,
                  values: Dict[str, Any], request: AnalysisRequest) -> SessionOutputs:
-    from fer_ros.runtime import build_pipeline
+    from fer_ros.pipeline import build_pipeline
 
     files: List[Path] = []
     if source is None:

@@ -54,7 +54,7 @@ def test_missing_video_is_one_clear_error(tmp_path):
 
 
 def test_dynamic_predictions_and_stability_on_real_footage(tmp_path, ros_domain):
-    from fer_ros.runtime import shipped_dynamic_path
+    from fer_ros.pipeline import shipped_dynamic_path
 
     if shipped_dynamic_path("3class") is None:
         pytest.skip("no shipped CNN-LSTM for the 3-class model")

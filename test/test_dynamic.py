@@ -57,7 +57,7 @@ def test_wrong_feature_size_and_missing_sidecar(tiny_lstm, tmp_path):
 def test_sequence_model_of_another_static_model_is_refused(tiny_lstm, tiny_model_paths):
     from fer_ros.classification import EmotionClassifier
     from fer_ros.model_files import file_fingerprint
-    from fer_ros.runtime import check_dynamic_matches
+    from fer_ros.pipeline import check_dynamic_matches
 
     classifier = EmotionClassifier.load(tiny_model_paths["tflite"])
     dynamic = SequenceClassifier.load(tiny_lstm / "tiny_lstm.tflite")
@@ -69,7 +69,7 @@ def test_sequence_model_of_another_static_model_is_refused(tiny_lstm, tiny_model
 
 
 def test_shipped_sequence_models_match_the_shipped_static_models():
-    from fer_ros.runtime import build_pipeline, shipped_dynamic_path
+    from fer_ros.pipeline import build_pipeline, shipped_dynamic_path
 
     for name in ("3class", "7class"):
         if shipped_dynamic_path(name) is None:

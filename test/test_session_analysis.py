@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO, shared_media
 from fer_ros.analyze_cli import main
-from fer_ros.runtime import build_pipeline
+from fer_ros.pipeline import build_pipeline
 from fer_ros.session_analysis import (FaceRow, FrameSelection, SessionError, analyze_source,
                                       open_source, pipeline_values)
 from fer_ros.session_report import label_runs, unique_names, window_mean, with_gaps

@@ -93,7 +93,7 @@ def test_evaluate_cli_rejects_bad_zooms_in_one_line(tiny_model_paths, tmp_path, 
 
 @pytest.mark.parametrize("choice, views", [("none", 1), ("flip", 2)])
 def test_node_parameter_overrides_the_model_views(choice, views):
-    from fer_ros.runtime import build_pipeline
+    from fer_ros.pipeline import build_pipeline
 
     pipeline, _ = build_pipeline({"test_time_views": choice, "dynamic_model": "none"})
     assert pipeline.classifier.info.tta.num_views == views

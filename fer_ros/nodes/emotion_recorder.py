@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import cv2
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -23,6 +22,8 @@ from fer_ros.image_conversion import ImageConversionError, image_msg_to_bgr
 from fer_ros.msg import EmotionArray
 from fer_ros.nodes.messages import emotion_array_record
 from fer_ros.nodes.node_runner import run_node
+from fer_ros.nodes.parameter_declaration import declare_parameters
+from fer_ros.parameters import EMOTION_RECORDER_PARAMETERS
 
 
 class EmotionRecorderNode(Node):
@@ -30,29 +31,18 @@ class EmotionRecorderNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("emotion_recorder", **kwargs)
-        read_only = {"read_only": True}
-        self.declare_parameter("output_dir", "fer_recording", ParameterDescriptor(
-            description="folder for emotions.jsonl and overlay.mp4", **read_only))
-        self.declare_parameter("overlay_topic", "fer/overlay", ParameterDescriptor(
-            description="annotated image topic to record; '' records none", **read_only))
-        self.declare_parameter("overlay_fps", 30.0, ParameterDescriptor(
-            description="frame rate written into overlay.mp4, frames/s",
-            floating_point_range=[FloatingPointRange(from_value=1.0, to_value=240.0,
-                                                     step=0.0)], **read_only))
-        self.declare_parameter("ready_file", "", ParameterDescriptor(
-            description="touch this file once a publisher of 'emotions' is matched "
-                        "(for scripts that start a pipeline); '' = none", **read_only))
-        output = Path(self.get_parameter("output_dir").value)
+        self.params = declare_parameters(self, EMOTION_RECORDER_PARAMETERS)
+        output = Path(self.params["output_dir"])
         output.mkdir(parents=True, exist_ok=True)
         self.output = output
         self.records = 0
         self.overlay_frames = 0
         self._jsonl = open(output / "emotions.jsonl", "w")
         self._writer: Optional[cv2.VideoWriter] = None
-        self._ready_file = self.get_parameter("ready_file").value
+        self._ready_file = self.params["ready_file"]
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(EmotionArray, "emotions", self._on_emotions, reliable)
-        overlay_topic = self.get_parameter("overlay_topic").value
+        overlay_topic = self.params["overlay_topic"]
         if overlay_topic:
             self.create_subscription(Image, overlay_topic, self._on_overlay, reliable)
         if self._ready_file:
@@ -61,7 +51,7 @@ class EmotionRecorderNode(Node):
                                f"and {overlay_topic or 'no overlay'} into {output}")
 
     def _check_ready(self) -> None:
-        overlay_topic = self.get_parameter("overlay_topic").value
+        overlay_topic = self.params["overlay_topic"]
         if self.count_publishers(self.resolve_topic_name("emotions")) > 0 and (
                 not overlay_topic
                 or self.count_publishers(self.resolve_topic_name(overlay_topic)) > 0):
@@ -82,7 +72,7 @@ class EmotionRecorderNode(Node):
         if self._writer is None:
             fourcc = cv2.VideoWriter.fourcc(*"mp4v")
             self._writer = cv2.VideoWriter(str(self.output / "overlay.mp4"), fourcc,
-                                           float(self.get_parameter("overlay_fps").value),
+                                           float(self.params["overlay_fps"]),
                                            (frame.shape[1], frame.shape[0]))
         self._writer.write(frame)
         self.overlay_frames += 1

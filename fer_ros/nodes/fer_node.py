@@ -19,8 +19,7 @@ from collections import deque
 from typing import Any, Deque, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -34,8 +33,9 @@ from fer_ros.msg import Emotion, EmotionArray
 from fer_ros.nodes.messages import frame_to_msg, stamp_to_seconds
 from fer_ros.nodes.node_runner import run_node
 from fer_ros.overlay import draw_overlay
-from fer_ros.parameters import FER_NODE_PARAMETERS, PARAMETERS_BY_NAME, check, validate
-from fer_ros.runtime import build_pipeline
+from fer_ros.nodes.parameter_declaration import declare_parameters
+from fer_ros.parameters import FER_NODE_PARAMETERS, PARAMETERS_BY_NAME, check
+from fer_ros.pipeline import build_pipeline
 
 #: Diagnostics WARN when the processing rate falls below this, frames/s.
 WARN_BELOW_FPS = 10.0
@@ -52,11 +52,7 @@ class FerNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("fer", **kwargs)
-        self._declare_parameters()
-        self.values = {p.name: self.get_parameter(p.name).value for p in FER_NODE_PARAMETERS}
-        problems = validate(self.values)
-        if problems:
-            raise ValueError("; ".join(problems))
+        self.values = declare_parameters(self, FER_NODE_PARAMETERS)
         self.pipeline, self.model_name = build_pipeline(self.values)
         self.get_logger().info(
             f"static model {self.pipeline.classifier.source} "
@@ -100,22 +96,6 @@ class FerNode(Node):
             f"{self._overlay_pub.topic_name}")
 
     # -- parameters ---------------------------------------------------------
-    def _declare_parameters(self) -> None:
-        for spec in FER_NODE_PARAMETERS:
-            descriptor = ParameterDescriptor(description=spec.description,
-                                             read_only=spec.read_only)
-            if spec.value_range is not None:
-                low, high = spec.value_range
-                if isinstance(spec.default, float):
-                    descriptor.floating_point_range = [FloatingPointRange(
-                        from_value=float(low), to_value=float(high), step=0.0)]
-                else:
-                    descriptor.integer_range = [IntegerRange(
-                        from_value=int(low), to_value=int(high), step=1)]
-            if spec.choices is not None:
-                descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
-            self.declare_parameter(spec.name, spec.default, descriptor)
-
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         for parameter in parameters:
             spec = PARAMETERS_BY_NAME.get(parameter.name)

@@ -18,7 +18,6 @@ import time
 from typing import Any, Optional
 
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -26,22 +25,9 @@ from sensor_msgs.msg import Image
 from fer_ros.image_conversion import fill_image_msg
 from fer_ros.nodes.messages import seconds_to_stamp
 from fer_ros.nodes.node_runner import run_node
+from fer_ros.nodes.parameter_declaration import declare_parameters
+from fer_ros.parameters import VIDEO_SOURCE_PARAMETERS
 from fer_ros.video_io import FrameSource, SourceError
-
-ENCODINGS = ("bgr8", "rgb8", "mono8")
-
-
-def _descriptor(description: str, low: Optional[float] = None,
-                high: Optional[float] = None, integer: bool = False) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=description, read_only=True)
-    if low is not None and high is not None:
-        if integer:
-            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high),
-                                                     step=1)]
-        else:
-            descriptor.floating_point_range = [FloatingPointRange(
-                from_value=float(low), to_value=float(high), step=0.0)]
-    return descriptor
 
 
 class VideoSourceNode(Node):
@@ -49,16 +35,7 @@ class VideoSourceNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("video_source", **kwargs)
-        self._declare_parameters()
-        p = {name: self.get_parameter(name).value for name in (
-            "source", "frame_rate", "loop", "frame_id", "encoding", "width", "height",
-            "image_frames", "wait_for_subscribers", "wait_timeout_s", "wait_for_results",
-            "result_timeout_s")}
-        if not p["source"]:
-            raise ValueError("parameter 'source' is required (video, image or /dev/videoN)")
-        if p["encoding"] not in ENCODINGS:
-            raise ValueError(f"parameter 'encoding' = {p['encoding']!r} is not one of "
-                             f"{', '.join(ENCODINGS)}")
+        p = declare_parameters(self, VIDEO_SOURCE_PARAMETERS)
         self.params = p
         self.source = FrameSource(p["source"], (p["width"], p["height"]), p["image_frames"])
         self.rate = p["frame_rate"] or self.source.frame_rate
@@ -76,31 +53,6 @@ class VideoSourceNode(Node):
         self.get_logger().info(
             f"publishing {self.source.kind} {p['source']} on {self.publisher.topic_name} "
             f"at {self.rate:.2f} fps ({p['encoding']}, frame_id '{p['frame_id']}')")
-
-    def _declare_parameters(self) -> None:
-        self.declare_parameter("source", "", _descriptor(
-            "video file, image file, /dev/videoN or a camera index"))
-        self.declare_parameter("frame_rate", 0.0, _descriptor(
-            "publishing rate, frames/s; 0 = the source's own rate", 0.0, 1000.0))
-        self.declare_parameter("loop", False, _descriptor("restart files at the end"))
-        self.declare_parameter("frame_id", "camera", _descriptor("header frame_id"))
-        self.declare_parameter("encoding", "bgr8", _descriptor(
-            "published encoding: bgr8, rgb8 or mono8"))
-        self.declare_parameter("width", 0, _descriptor(
-            "resize frames to this width, pixels; 0 = keep", 0, 16384, integer=True))
-        self.declare_parameter("height", 0, _descriptor(
-            "resize frames to this height, pixels; 0 = keep", 0, 16384, integer=True))
-        self.declare_parameter("image_frames", 30, _descriptor(
-            "how many frames an image source publishes", 1, 10_000_000, integer=True))
-        self.declare_parameter("wait_for_subscribers", 0, _descriptor(
-            "wait for this many subscribers before the first frame", 0, 100, integer=True))
-        self.declare_parameter("wait_timeout_s", 30.0, _descriptor(
-            "give up waiting for subscribers after this long, seconds", 0.0, 3600.0))
-        self.declare_parameter("wait_for_results", False, _descriptor(
-            "files: publish the next frame only once 'emotions' answered this one"))
-        self.declare_parameter("result_timeout_s", 2.0, _descriptor(
-            "wait_for_results: give up on a frame's result after this long, seconds",
-            0.0, 60.0))
 
     def _on_result(self, msg: Any) -> None:
         self._results.add((msg.header.stamp.sec, msg.header.stamp.nanosec))

@@ -1,0 +1,46 @@
+"""Declare a node's parameters from its table in :mod:`fer_ros.parameters`.
+
+Every parameter is declared once, with its description, range (integer or
+floating point), allowed values and whether it can change at run time, so
+``ros2 param describe`` shows what the README says.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Sequence
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+
+from fer_ros.parameters import ParameterSpec, validate
+
+
+def descriptor_of(spec: ParameterSpec) -> ParameterDescriptor:
+    """Return the ROS parameter descriptor of one table entry."""
+    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.value_range is not None:
+        low, high = spec.value_range
+        if isinstance(spec.default, float):
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(low), to_value=float(high), step=0.0)]
+        else:
+            descriptor.integer_range = [IntegerRange(
+                from_value=int(low), to_value=int(high), step=1)]
+    if spec.choices is not None:
+        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+    return descriptor
+
+
+def declare_parameters(node: Node, table: Sequence[ParameterSpec]) -> Dict[str, Any]:
+    """Declare every parameter of ``table`` on ``node`` and return the checked values.
+
+    :raises ValueError: with every problem of the values given at start-up
+        (wrong choice, empty where a value is needed), in one line.
+    """
+    for spec in table:
+        node.declare_parameter(spec.name, spec.default, descriptor_of(spec))
+    values = {spec.name: node.get_parameter(spec.name).value for spec in table}
+    problems = validate(values, table)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return values
