@@ -2,8 +2,10 @@
 
 ``pip install --no-build-isolation .`` (see tools/setup.sh) first builds the
 message package with CMake against the ROS 2 PyPI wheels in the running
-environment and installs the generated code into ``sys.prefix``; then pip
-installs the Python package and its console scripts as usual.  On a ROS 2
+environment and installs the generated code, the package's ament index entry
+and the node executables (``lib/fer_ros/``, where ``ros2 run`` and launch_ros
+look, running this interpreter) into ``sys.prefix``; then pip installs the
+Python package and its console scripts as usual.  On a ROS 2
 distro use colcon instead (CMakeLists.txt); this file is not used there.
 """
 
@@ -44,7 +46,8 @@ class BuildWithInterfaces(build):
             ["cmake", "-S", str(source), "-B", str(binary),
              f"-DCMAKE_PREFIX_PATH={prefix}", f"-DCMAKE_INSTALL_PREFIX={prefix}",
              f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF",
-             "-DFER_ROS_PIP_BUILD=ON"], check=True, env=env)
+             "-DFER_ROS_PIP_BUILD=ON", f"-DFER_ROS_PYTHON={sys.executable}"],
+            check=True, env=env)
         subprocess.run(["cmake", "--build", str(binary), "--target", "install",
                         "-j", str(os.cpu_count() or 1)], check=True, env=env)
         super().run()
@@ -68,6 +71,6 @@ setup(
         "emotion_recorder = fer_ros.nodes.emotion_recorder:main",
         "fer-ros-demo = fer_ros.demo:main",
         "fer-evaluate = fer_ros.evaluate_cli:main",
-        "fer-analyze = fer_ros.analyze_cli:main",
+        "fer-analyze = fer_ros.session.cli:main",
     ]},
 )
