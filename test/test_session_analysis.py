@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO, shared_media
-from fer_ros.analyze_cli import main
+from fer_ros.session.cli import main
 from fer_ros.pipeline import build_pipeline
-from fer_ros.session_analysis import (FaceRow, FrameSelection, SessionError, analyze_source,
+from fer_ros.session.analysis import (FaceRow, FrameSelection, SessionError, analyze_source,
                                       open_source, pipeline_values)
-from fer_ros.session_report import label_runs, unique_names, window_mean, with_gaps
+from fer_ros.session.figures import label_runs, unique_names, window_mean, with_gaps
 from fer_ros.video_io import FrameSource
 
 #: Footage with one face that changes emotion (472 frames, 24 fps).
@@ -36,7 +36,7 @@ BAG_START_NS = 1_700_000_000_123_456_789
 
 def run_cli(*args: object) -> subprocess.CompletedProcess:
     """Run fer-analyze as a separate process from the checkout."""
-    return subprocess.run([sys.executable, "-m", "fer_ros.analyze_cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "fer_ros.session.cli", *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
 
 

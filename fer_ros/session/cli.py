@@ -64,11 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    from fer_ros.bag_source import BagError
+    from fer_ros.session.sources import BagError
     from fer_ros.model_files import ModelLoadError
     from fer_ros.detection import DetectorError
-    from fer_ros.session_analysis import FrameSelection, SessionError
-    from fer_ros.session_report import AnalysisRequest, analyze_and_report
+    from fer_ros.session.analysis import FrameSelection, SessionError
+    from fer_ros.session.figures import AnalysisRequest, analyze_and_report
 
     if args.compare and args.inputs:
         print(f"{PROG}: error: give either INPUT... or --compare A B", file=sys.stderr)

@@ -30,7 +30,7 @@ from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional, Prot
 
 import numpy as np
 
-from fer_ros.bag_source import BagFrameSource, is_rosbag2
+from fer_ros.session.sources import BagFrameSource, is_rosbag2
 from fer_ros.image_conversion import ImageConversionError
 from fer_ros.labels import valence_of
 from fer_ros.parameters import ParamsFileError, read_params_file, validate
@@ -277,7 +277,7 @@ class BagSessionSource:
 
     :param path: the rosbag2 folder or its .db3 / .mcap file.
     :param topic: the image topic; needed only when there are several.
-    :raises BagError: see :class:`fer_ros.bag_source.BagFrameSource`.
+    :raises BagError: see :class:`fer_ros.session.sources.BagFrameSource`.
     """
 
     def __init__(self, path: Path, topic: Optional[str] = None) -> None:

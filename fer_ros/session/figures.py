@@ -2,7 +2,7 @@
 
 :func:`analyze_and_report` is what ``fer-analyze`` runs: it opens every
 input first (so a bad one fails before any work), analyses each session with
-:mod:`fer_ros.session_analysis`, and writes per session ``faces.csv``,
+:mod:`fer_ros.session.analysis`, and writes per session ``faces.csv``,
 ``summary.json``, three PNG figures, ``annotated.mp4`` (videos and bags) and
 a self-contained ``report.html`` (figures embedded as data URIs, no scripts,
 no external resources).  With several sessions each gets its own folder and
@@ -24,7 +24,7 @@ import numpy as np
 
 from fer_ros.overlay import draw_overlay
 from fer_ros.pipeline import FrameResult
-from fer_ros.session_analysis import (FaceRow, FrameSelection, SessionData, SessionError,
+from fer_ros.session.analysis import (FaceRow, FrameSelection, SessionData, SessionError,
                                       analyze_source, check_start, expand_inputs,
                                       is_recording,
                                       load_recording, open_source, pipeline_values,
