@@ -1,6 +1,7 @@
-"""Frame sources (video file, image, V4L2 camera) without ROS.
+"""Frame sources (video file, image, V4L2 camera) without ROS, and the one frame type.
 
-Used by the ``video_source`` node and by the offline analysis CLI.
+Used by the ``video_source`` node and by the offline analysis, whose
+rosbag2 input yields the same :class:`Frame`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -28,16 +29,29 @@ class SourceError(RuntimeError):
 
 @dataclass
 class Frame:
-    """One frame of a source.
+    """One frame of an input (video, image, camera or recording), decoded when read.
 
-    :param index: frame number from 0.
-    :param time_s: time within the source (video position), seconds.
-    :param image: BGR uint8 [H,W,3].
+    :param index: frame number in the input, from 0.
+    :param time_s: seconds from the input's first frame (the video position).
+    :param stamp: the frame's own time, seconds (a recording's header stamp;
+        ``time_s`` for files).
+    :param read_image: returns the BGR uint8 [H,W,3] frame.
     """
 
     index: int
     time_s: float
-    image: np.ndarray
+    stamp: float
+    read_image: Callable[[], np.ndarray]
+
+    @property
+    def image(self) -> np.ndarray:
+        """The BGR uint8 [H,W,3] frame (decoded now if it was not)."""
+        return self.read_image()
+
+    @classmethod
+    def decoded(cls, index: int, time_s: float, image: np.ndarray) -> "Frame":
+        """Make a frame of an already decoded image (stamp = ``time_s``)."""
+        return cls(index, time_s, time_s, lambda: image)
 
 
 def is_camera(source: str) -> bool:
@@ -113,7 +127,7 @@ class FrameSource:
             assert self._image is not None
             image = self._resize(self._image)
             for index in range(self.image_frames):
-                yield Frame(index, index / rate, image)
+                yield Frame.decoded(index, index / rate, image)
             return
         assert self._capture is not None
         index = 0
@@ -124,7 +138,7 @@ class FrameSource:
             position_ms = self._capture.get(cv2.CAP_PROP_POS_MSEC)
             time_s = position_ms / 1000.0 if self.kind == "video" and index and \
                 position_ms > 0 else index / rate
-            yield Frame(index, time_s, self._resize(image))
+            yield Frame.decoded(index, time_s, self._resize(image))
             index += 1
 
     def _resize(self, image: np.ndarray) -> np.ndarray:

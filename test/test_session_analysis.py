@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO, shared_media
-from fer_ros.session.cli import main
 from fer_ros.pipeline import build_pipeline
-from fer_ros.session.analysis import (FaceRow, FrameSelection, SessionError, analyze_source,
-                                      open_source, pipeline_values)
-from fer_ros.session.figures import label_runs, unique_names, window_mean, with_gaps
+from fer_ros.session.analysis import analyze_source, pipeline_values, unique_names
+from fer_ros.session.cli import main
+from fer_ros.session.data import FaceRow, FrameSelection, SessionError
+from fer_ros.session.figures import label_runs, window_mean, with_gaps
+from fer_ros.session.sources import open_source
 from fer_ros.video_io import FrameSource
 
 #: Footage with one face that changes emotion (472 frames, 24 fps).

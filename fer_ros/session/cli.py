@@ -64,11 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    from fer_ros.session.sources import BagError
     from fer_ros.model_files import ModelLoadError
-    from fer_ros.detection import DetectorError
-    from fer_ros.session.analysis import FrameSelection, SessionError
-    from fer_ros.session.figures import AnalysisRequest, analyze_and_report
+    from fer_ros.session.analysis import AnalysisRequest, analyze_and_report
+    from fer_ros.session.data import FrameSelection, SessionError
+    from fer_ros.session.sources import BagError
 
     if args.compare and args.inputs:
         print(f"{PROG}: error: give either INPUT... or --compare A B", file=sys.stderr)
@@ -80,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.params_file, args.from_jsonl, bool(args.compare), not args.no_video,
             not args.quiet)
         report, sessions = analyze_and_report(request)
-    except (SessionError, BagError, ModelLoadError, DetectorError, OSError) as error:
+    except (SessionError, BagError, ModelLoadError, OSError) as error:
         print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,29 +1,42 @@
-"""Frames of a rosbag2 recording (sqlite3 or mcap), read without ROS.
+"""The inputs of a session analysis: videos and rosbag2 recordings as one frame stream.
 
-Uses the pure-Python ``rosbags`` package, so a recording made on the robot
-can be analysed on any machine.  A recording is a rosbag2 folder (with
-``metadata.yaml``) or a bare ``.db3`` / ``.mcap`` file.  Messages of a
-``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage`` topic become
-frames; images are decoded only when a frame is actually used
-(:meth:`BagFrame.read_image`).  Every problem raises :class:`BagError`
-with one line naming the recording and what is wrong with it.
+:func:`open_source` turns a path into a :class:`~fer_ros.session.data.SessionSource`
+that yields :class:`fer_ros.video_io.Frame` objects, whatever the input.
+
+rosbag2 recordings (sqlite3 or mcap) are read with the pure-Python
+``rosbags`` package, so a recording made on the robot can be analysed on
+any machine.  A recording is a rosbag2 folder (with ``metadata.yaml``) or a
+bare ``.db3`` / ``.mcap`` file.  Messages of a ``sensor_msgs/Image`` or
+``sensor_msgs/CompressedImage`` topic become frames; images are decoded
+only when a frame is actually used.  Every problem raises
+:class:`BagError` or :class:`~fer_ros.session.data.SessionError` with one
+line naming the input and what is wrong with it.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from fer_ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
+from fer_ros.session.data import InputDescription, SessionError, SessionSource
+from fer_ros.video_io import IMAGE_SUFFIXES, Frame, FrameSource, SourceError
+
+#: File suffixes taken as videos when a folder is given.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+
 
 #: Image message types that can be analysed -> how their payload is decoded.
 IMAGE_MESSAGE_TYPES = {"sensor_msgs/msg/Image": "raw",
                        "sensor_msgs/msg/CompressedImage": "compressed"}
+
 #: Suffixes of bare rosbag2 storage files (readable without metadata.yaml).
 BAG_FILE_SUFFIXES = (".db3", ".mcap")
+
 #: Frame rate assumed when a recording has a single image, frames/s.
 FALLBACK_FRAME_RATE = 30.0
 
@@ -46,36 +59,14 @@ class ImageTopic:
     message_count: int
 
 
-@dataclass
-class BagFrame:
-    """One image message of the chosen topic.
+def decode_image(message: Any, msgtype: str) -> np.ndarray:
+    """Decode an Image or CompressedImage message to a BGR uint8 frame.
 
-    :param index: message number on the topic, from 0.
-    :param stamp_ns: acquisition time from the message header, nanoseconds
-        (the bag's receive time when the header stamp is unset).
-    :param message: the deserialised message (decoded lazily).
-    :param msgtype: its message type.
+    :raises ImageConversionError: when the message cannot be decoded.
     """
-
-    index: int
-    stamp_ns: int
-    message: Any
-    msgtype: str
-
-    @property
-    def stamp(self) -> float:
-        """Acquisition time, seconds."""
-        return self.stamp_ns * 1e-9
-
-    def read_image(self) -> np.ndarray:
-        """Decode the message to a BGR uint8 frame.
-
-        :return: [H,W,3] uint8.
-        :raises ImageConversionError: when the message cannot be decoded.
-        """
-        if IMAGE_MESSAGE_TYPES[self.msgtype] == "compressed":
-            return compressed_msg_to_bgr(self.message)
-        return image_msg_to_bgr(self.message)
+    if IMAGE_MESSAGE_TYPES[msgtype] == "compressed":
+        return compressed_msg_to_bgr(message)
+    return image_msg_to_bgr(message)
 
 
 def is_rosbag2(path: Path) -> bool:
@@ -127,8 +118,8 @@ def _one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-class BagFrameSource:
-    """The frames of one image topic of a rosbag2 recording.
+class BagSessionSource:
+    """One image topic of a rosbag2 recording as a session source.
 
     :param path: the rosbag2 folder or its ``.db3`` / ``.mcap`` file.
     :param topic: the image topic; may be omitted when there is exactly one.
@@ -152,10 +143,16 @@ class BagFrameSource:
         self.topic, self.msgtype = chosen.name, chosen.msgtype
         self.frame_count = chosen.message_count
         self.frame_rate = _frame_rate(self.frame_count, duration_ns)
-        self.kind = "rosbag2"
+        self.description = InputDescription(
+            str(self.path), self.path.stem if self.path.is_file() else self.path.name,
+            "rosbag2", self.frame_rate, self.frame_count, self.topic, self.msgtype,
+            self.storage)
 
-    def frames(self) -> Iterator[BagFrame]:
-        """Yield the topic's messages in recording order (images not decoded).
+    def frames(self) -> Iterator[Frame]:
+        """Yield the topic's messages in recording order (images decoded when read).
+
+        A frame's ``stamp`` is its header stamp (the recording time where
+        that is unset); ``time_s`` counts from the first frame's stamp.
 
         :raises BagError: when a message cannot be deserialised.
         """
@@ -163,14 +160,17 @@ class BagFrameSource:
         try:
             connections = [c for c in reader.connections if c.topic == self.topic]
             messages = reader.messages(connections=connections)
+            first_ns: Optional[int] = None
             for index, (connection, log_ns, raw) in enumerate(messages):
                 try:
                     message = reader.deserialize(raw, connection.msgtype)
                 except Exception as error:  # rosbags' errors vary by storage
                     raise BagError(f"{self.path}: message {index} on {self.topic} "
                                    f"cannot be deserialised ({_one_line(error)})") from None
-                yield BagFrame(index, header_stamp_ns(message, int(log_ns)), message,
-                               connection.msgtype)
+                stamp_ns = header_stamp_ns(message, int(log_ns))
+                first_ns = stamp_ns if first_ns is None else first_ns
+                yield Frame(index, (stamp_ns - first_ns) * 1e-9, stamp_ns * 1e-9,
+                            functools.partial(decode_image, message, connection.msgtype))
         finally:
             reader.close()
 
@@ -236,3 +236,75 @@ def _frame_rate(frame_count: int, duration_ns: int) -> float:
     if frame_count < 2 or duration_ns <= 0:
         return FALLBACK_FRAME_RATE
     return (frame_count - 1) / (duration_ns * 1e-9)
+
+
+class VideoSessionSource:
+    """A video file as a session source.
+
+    :param path: the video file.
+    :raises SessionError: when it is not a readable video.
+    """
+
+    def __init__(self, path: Path) -> None:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            raise SessionError(f"{path}: is a still image; give a video, a folder of "
+                               "videos or a rosbag2 recording")
+        try:
+            self._video = FrameSource(str(path))
+        except SourceError as error:
+            raise SessionError(str(error)) from None
+        self.description = InputDescription(
+            str(path), path.stem, "video", self._video.frame_rate, self._video.frame_count)
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield every frame of the video."""
+        self._video.rewind()
+        yield from self._video.frames()
+
+    def close(self) -> None:
+        """Release the video file."""
+        self._video.close()
+
+
+def expand_inputs(paths: Sequence[Path]) -> List[Path]:
+    """Resolve the command line's inputs into one path per session.
+
+    A folder that is not a rosbag2 recording stands for the videos and
+    recordings directly inside it, in name order.
+
+    :param paths: files and folders as given.
+    :return: one path per session.
+    :raises SessionError: for a missing path or a folder with nothing to analyse.
+    """
+    sessions: List[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise SessionError(f"{path}: no such file or folder")
+        if path.is_dir() and not is_rosbag2(path):
+            found = sorted(p for p in path.iterdir() if
+                           (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) or
+                           (p.is_dir() and is_rosbag2(p)))
+            if not found:
+                raise SessionError(f"{path}: folder holds no videos ({', '.join(VIDEO_SUFFIXES)})"
+                                   " and no rosbag2 recordings")
+            sessions.extend(found)
+        else:
+            sessions.append(path)
+    return sessions
+
+
+def open_source(path: Path, topic: Optional[str] = None) -> SessionSource:
+    """Open a video or rosbag2 input.
+
+    :param path: video file, rosbag2 folder, or .db3 / .mcap file.
+    :param topic: image topic of a recording (ignored for videos).
+    :return: the source.
+    :raises SessionError, BagError: when it cannot be analysed.
+    """
+    if not path.exists():
+        raise SessionError(f"{path}: no such file or folder")
+    if is_rosbag2(path):
+        return BagSessionSource(path, topic)
+    if path.is_dir():
+        raise SessionError(f"{path}: folder is not a rosbag2 recording (no metadata.yaml)")
+    return VideoSessionSource(path)

@@ -1,0 +1,58 @@
+"""The session's data files: ``faces.csv`` (one row per face per frame) and ``summary.json``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, List, Mapping, Sequence
+
+from fer_ros.session.data import FaceRow, SessionData
+
+
+def csv_header(labels: Sequence[str]) -> List[str]:
+    """Column names of faces.csv for a label set."""
+    return (["frame_index", "time_s", "stamp", "face_id", "x", "y", "width", "height",
+             "detection_score", "label", "confidence", "frame_label"]
+            + [f"p_{label}" for label in labels]
+            + [f"smoothed_p_{label}" for label in labels]
+            + ["valence", "stability", "label_change_rate", "valence_mssd",
+               "stability_samples", "tracked_seconds", "dynamic_label"]
+            + [f"dynamic_p_{label}" for label in labels])
+
+
+def csv_values(row: FaceRow, labels: Sequence[str]) -> List[Any]:
+    """One faces.csv line (dynamic probabilities empty when there are none)."""
+    dynamic: List[Any] = list(row.dynamic_probabilities) or [""] * len(labels)
+    return ([row.frame_index, row.time_s, row.stamp, row.face_id, *row.box,
+             row.detection_score, row.label, row.confidence, row.frame_label]
+            + list(row.probabilities) + list(row.smoothed_probabilities)
+            + [row.valence, row.stability, row.label_change_rate, row.valence_mssd,
+               row.stability_samples, row.tracked_seconds, row.dynamic_label]
+            + dynamic)
+
+
+def write_faces_csv(session: SessionData, path: Path) -> Path:
+    """Write one row per face per processed frame.
+
+    :param session: the session.
+    :param path: the CSV file to write.
+    :return: ``path``.
+    """
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(csv_header(session.labels))
+        for row in session.rows:
+            writer.writerow(csv_values(row, session.labels))
+    return path
+
+
+def write_summary_json(summary: Mapping[str, Any], path: Path) -> Path:
+    """Write the summary as indented JSON.
+
+    :param summary: from :func:`summarize`.
+    :param path: the file to write.
+    :return: ``path``.
+    """
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
