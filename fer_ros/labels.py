@@ -1,4 +1,4 @@
-"""Emotion label sets, the 7 -> 3 class relabelling and valence.
+"""Emotion label sets, the 7 -> 3 class relabelling, valence and the ROS4HRI expressions.
 
 Label orders are part of the public interface: the probabilities published in
 ``fer_ros/msg/Emotion`` follow exactly these orders, and they never change.
@@ -6,7 +6,7 @@ Label orders are part of the public interface: the probabilities published in
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -131,3 +131,31 @@ def valence_of(probabilities: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     """
     weights = np.array([LABEL_VALENCE[label] for label in labels], dtype=np.float32)
     return np.asarray(probabilities, dtype=np.float32) @ weights
+
+
+# --- ROS4HRI (REP-155) ------------------------------------------------------
+# hri_msgs (revision 52bdab7 and later) names expressions with string
+# constants ("angry", "sad", "happy", "surprised", "disgusted", "scared",
+# "neutral"...) and carries valence and arousal in [-1, 1] and a confidence
+# in [0, 1].  fer_ros does not estimate arousal: NaN there.  The 3-class
+# "negative" has no single expression: it maps to "" (unknown category), and
+# consumers use the valence instead.
+
+#: fer_ros label -> hri_msgs/Expression ``expression`` string.
+EXPRESSION_OF_LABEL: Dict[str, str] = {
+    "angry": "angry", "disgust": "disgusted", "fear": "scared", "happy": "happy",
+    "sad": "sad", "surprise": "surprised", "neutral": "neutral",
+    "positive": "happy", "negative": "",
+}
+
+
+def expression_fields(emotion: Any) -> Dict[str, Any]:
+    """Return the ``hri_msgs/Expression`` field values for one fer_ros Emotion.
+
+    :param emotion: a ``fer_ros/msg/Emotion`` (or an object with ``label``,
+        ``valence`` and ``confidence``).
+    :return: ``expression``, ``valence``, ``arousal`` (NaN) and ``confidence``.
+    """
+    return {"expression": EXPRESSION_OF_LABEL.get(emotion.label, ""),
+            "valence": float(emotion.valence), "arousal": float("nan"),
+            "confidence": float(emotion.confidence)}

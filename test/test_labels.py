@@ -3,8 +3,8 @@
 import math
 from types import SimpleNamespace
 
-from fer_ros.labels import FER2013_LABELS, THREE_CLASS_LABELS
-from fer_ros.ros4hri import EXPRESSION_OF_LABEL, expression_fields
+from fer_ros.labels import (EXPRESSION_OF_LABEL, FER2013_LABELS, THREE_CLASS_LABELS,
+                            expression_fields)
 
 HRI_EXPRESSIONS = {"neutral", "angry", "sad", "happy", "surprised", "disgusted", "scared", ""}
 
