@@ -83,7 +83,8 @@ def test_recipe_settings_train_both_trainers_and_export_the_crop_views(tmp_path,
     from fer_ros.classification import EmotionClassifier
     from training.augmentation import AugmentationConfig
     from training.export import export_runs
-    from training.train_static import TrainConfig, train, train_multitask
+    from training.common import TrainConfig
+    from training.train_static import train, train_multitask
 
     data = _tiny_fer(tmp_path, rng)
     settings = dict(RECIPE, augmentation=AugmentationConfig(**RECIPE["augmentation"]))
@@ -104,7 +105,7 @@ def test_recipe_settings_train_both_trainers_and_export_the_crop_views(tmp_path,
 @pytest.mark.parametrize("key, value", [("optimizer", "adagrad"), ("mixup_alpha", -1),
                                         ("tta_shifts", [[0, 100]])])
 def test_bad_recipe_settings_are_rejected_before_training(key, value):
-    from training.train_static import TrainConfig
+    from training.common import TrainConfig
 
     with pytest.raises(ValueError, match=key.split("_")[0]):
         TrainConfig(name="bad", **{key: value})

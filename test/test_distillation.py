@@ -41,7 +41,7 @@ def test_teacher_model_path_finds_each_head_or_says_what_is_missing(tmp_path):
 
 
 def test_bad_distillation_weight_is_rejected_before_training():
-    from training.train_static import TrainConfig
+    from training.common import TrainConfig
 
     with pytest.raises(ValueError, match="distillation_weight"):
         TrainConfig(name="x", teachers=["runs/a"], distillation_weight=-0.1)
@@ -50,7 +50,8 @@ def test_bad_distillation_weight_is_rejected_before_training():
 def test_multitask_student_learns_from_a_teacher_run_and_caches_its_targets(tmp_path, capsys):
     import dataclasses
 
-    from training.train_static import TrainConfig, train_multitask
+    from training.common import TrainConfig
+    from training.train_static import train_multitask
 
     data = _fer_file(tmp_path / "fer.npz")
     common = dict(multitask=True, train_data=[str(data)], val_data=str(data),
@@ -77,7 +78,8 @@ def test_multitask_student_learns_from_a_teacher_run_and_caches_its_targets(tmp_
 
 
 def test_single_head_student_and_a_teacher_without_that_head(tmp_path):
-    from training.train_static import TrainConfig, train
+    from training.common import TrainConfig
+    from training.train_static import train
 
     data = _fer_file(tmp_path / "fer.npz")
     common = dict(train_data=[str(data)], val_data=str(data), epochs=1, batch_size=32,

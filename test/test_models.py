@@ -50,7 +50,8 @@ def test_outputs_are_probabilities():
 
 
 def test_one_batch_training_smoke_run(tmp_path):
-    from training.train_static import TrainConfig, train
+    from training.common import TrainConfig
+    from training.train_static import train
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (64, 48, 48)).astype(np.uint8)
@@ -79,7 +80,8 @@ def test_multitask_smoke_run_reevaluate_and_export(tmp_path):
 
     from fer_ros.classification import EmotionClassifier
     from training.export import export_runs
-    from training.train_static import TrainConfig, evaluate_only, train_multitask
+    from training.common import TrainConfig
+    from training.train_static import evaluate_only, train_multitask
 
     rng = np.random.default_rng(0)
     data = tmp_path / "fer.npz"

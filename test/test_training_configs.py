@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from training.train_static import TrainConfig
+from training.common import TrainConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "training" / "configs")
                  .glob("*.yaml"))

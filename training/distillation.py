@@ -15,6 +15,8 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from training.common import check_distillation_weight, predict_probabilities
+
 #: Cache of the teachers' targets inside the student's run folder.
 CACHE_NAME = "teacher_targets.npz"
 
@@ -57,7 +59,6 @@ def teacher_probabilities(run_dirs: Sequence[Path], head: str,
     import yaml
 
     from fer_ros.test_time_augmentation import TtaViews
-    from training.train_static import predict_probabilities
 
     if not run_dirs:
         raise ValueError("distillation needs at least one teacher run")
@@ -72,12 +73,6 @@ def teacher_probabilities(run_dirs: Sequence[Path], head: str,
         print(f"teacher {path}: {views.num_views} views, {len(images)} faces", flush=True)
         total = probs if total is None else total + probs
     return (total / len(run_dirs)).astype(np.float32)
-
-
-def check_distillation_weight(weight: float) -> None:
-    """Raise ValueError unless ``weight`` (the teachers' share) is in [0, 1]."""
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"distillation_weight must be in [0, 1], not {weight}")
 
 
 def blend_targets(one_hot: np.ndarray, soft: np.ndarray, weight: float) -> np.ndarray:

@@ -171,7 +171,7 @@ def export_runs(run_dirs: Sequence[Path], name: str, out_dir: Path = WEIGHTS,
     from fer_ros.evaluation import git_revision
     from fer_ros.labels import label_set
     from fer_ros.test_time_augmentation import TtaViews
-    from training.train_static import load_split
+    from training.common import load_split
 
     configs = [read_run(r) for r in run_dirs]
     label_set_name = common_setting(configs, "label_set", "3class", run_dirs)
@@ -215,7 +215,7 @@ def check_against_keras(path: Path, model, faces: np.ndarray, views, weights: st
     import keras
 
     from fer_ros.classification import EmotionClassifier
-    from training.train_static import predict_probabilities
+    from training.common import predict_probabilities
 
     if len(model.outputs) > 1:  # an ensemble: compare its probabilities
         model = keras.Model(model.inputs, model.outputs[0])

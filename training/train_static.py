@@ -12,239 +12,101 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import yaml
 
 from fer_ros.test_time_augmentation import TtaViews
-from training.augmentation import AugmentationConfig
-from training.distillation import blend_targets, check_distillation_weight
+from training.augmentation import AugmentationConfig, build_augmenter, mix_batch
+from training.common import (TrainConfig, build_optimizer, load_train_and_validation,
+                             parse_overrides, predict_probabilities, schedule_callbacks,
+                             start_run, tta_views, write_model_summary)
+from training.distillation import blend_targets, cached_teacher_targets
+
+#: Training targets: one array [N, classes], or one per output of a multi-task model.
+Targets = Union[np.ndarray, Dict[str, np.ndarray]]
 
 
-#: Optimizers a config can name.
-OPTIMIZERS = ("adam", "sgd")
-
-
-@dataclass
-class TrainConfig:
-    """One static-FER experiment.  Every field can be set in the YAML file."""
-
-    name: str
-    label_set: str = "3class"
-    train_data: List[str] = field(default_factory=lambda: ["../shared/data/fer2013.npz"])
-    train_split: str = "Training"
-    val_data: str = "../shared/data/fer2013.npz"
-    val_split: str = "PublicTest"
-    architecture: str = "vgg"
-    model: Dict[str, Any] = field(default_factory=dict)
-    epochs: int = 40
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    lr_schedule: str = "cosine"          # "cosine" or "plateau"
-    optimizer: str = "adam"              # "adam" or "sgd" (Nesterov momentum)
-    momentum: float = 0.9                # of "sgd"
-    mixup_alpha: float = 0.0             # Beta(alpha, alpha) mixup of faces; 0 = off
-    plateau_factor: float = 0.1
-    plateau_patience: int = 12
-    early_stopping_patience: int = 20
-    label_smoothing: float = 0.0
-    class_weighting: bool = True
-    drop_blank: bool = True
-    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    tta_flip: bool = True
-    tta_zooms: List[float] = field(default_factory=lambda: [1.0])  # test-time zooms
-    tta_shifts: List[List[int]] = field(default_factory=lambda: [[0, 0]])  # pixels
-    seed: int = 1
-    threads: int = 0                     # 0 = TensorFlow's default
-    max_train_samples: int = 0           # 0 = all; >0 for smoke tests
-    output_root: str = "runs"
-    multitask: bool = False              # one trunk, 7-class and 3-class heads
-    init_weights: str = ""               # start from this .keras (same architecture)
-    teachers: List[str] = field(default_factory=list)  # runs to distil from (an ensemble)
-    distillation_weight: float = 0.5     # share of the teachers' probabilities in targets
-
-    def __post_init__(self) -> None:
-        """Reject settings that would only fail after data loading."""
-        check_distillation_weight(self.distillation_weight)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
-        if self.mixup_alpha < 0:
-            raise ValueError(f"mixup_alpha must be >= 0, not {self.mixup_alpha}")
-        tta_views(self)  # checks the test-time views
-
-    @classmethod
-    def from_yaml(cls, path: Path, overrides: Optional[Dict[str, Any]] = None
-                  ) -> "TrainConfig":
-        """Read a config file; unknown keys are an error."""
-        raw = yaml.safe_load(path.read_text()) or {}
-        raw.update(overrides or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown config key(s) {unknown}")
-        if "augmentation" in raw:
-            raw["augmentation"] = AugmentationConfig(**(raw["augmentation"] or {}))
-        return cls(**raw)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain-dict form, written into the run folder."""
-        return dataclasses.asdict(self)
-
-
-def load_split(paths: List[str], split: str, label_set: str, drop_blank: bool):
-    """Load, mix and relabel datasets; return images, y, fingerprint, junk counts."""
-    from fer_ros.datasets import concatenate, find_junk, load_any
-    from fer_ros.labels import label_set as labels_for
-
-    data = concatenate(load_any(p) for p in paths)
-    if split:
-        data = data.subset((data.split == split) | (data.split == ""))
-    junk = find_junk(data.images)
-    counts = {name: int(mask.sum()) for name, mask in junk.items()}
-    if drop_blank:
-        data = data.subset(~junk["blank"])
-    images, y = data.targets(labels_for(label_set))
-    return images, y, data.fingerprint(), counts
-
-
-def make_dataset(images: np.ndarray, y: np.ndarray, num_classes: int,
-                 batch_size: int, augmenter=None, weights=None,
-                 shuffle_seed: Optional[int] = None,
-                 targets: Optional[np.ndarray] = None, mixup_alpha: float = 0.0):
+def make_dataset(images: np.ndarray, targets: Targets, weights: Optional[Targets],
+                 batch_size: int, augmentation: Optional[AugmentationConfig] = None,
+                 seed: int = 1, mixup_alpha: float = 0.0):
     """Build a ``tf.data`` pipeline of (face float [B,48,48,1], target[, weight]).
 
-    The target is the one-hot label, or ``targets`` (float [N, classes],
-    e.g. blended with a teacher's probabilities) when given.  With
-    ``mixup_alpha`` > 0 the augmented faces of each batch are mixed
-    (:func:`training.augmentation.mix_batch`), and every face has a weight.
+    :param images: uint8 [N,48,48] faces.
+    :param targets: float [N, classes] (one-hot, or blended with a teacher's
+        probabilities), or one such array per output of a multi-task model.
+    :param weights: per-face sample weights [N] (per output for a multi-task
+        model), or None.
+    :param batch_size: faces per batch.
+    :param augmentation: training pipeline (shuffled, augmented, mixed up
+        when ``mixup_alpha`` > 0); None for evaluation.
+    :param seed: shuffle and augmentation seed.
+    :param mixup_alpha: Beta parameter of mixup (:func:`training.augmentation.mix_batch`).
     """
     import tensorflow as tf
 
-    from training.augmentation import mix_batch
-
     x = images[..., None].astype(np.float32)
-    if targets is None:
-        targets = np.eye(num_classes, dtype=np.float32)[y]
     if mixup_alpha > 0 and weights is None:
-        weights = np.ones(num_classes, np.float32)
-    tensors = (x, targets) if weights is None else (
-        x, targets, np.array([weights[int(c)] for c in y], dtype=np.float32))
-    ds = tf.data.Dataset.from_tensor_slices(tensors)
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if augmenter is not None:
-        ds = ds.map(lambda a, *rest: (augmenter(a, training=True), *rest),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        weights = np.ones(len(x), np.float32)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (x, targets) if weights is None else (x, targets, weights))
+    if augmentation is None:
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    augmenter = build_augmenter(augmentation, seed)
+    ds = ds.map(lambda a, *rest: (augmenter(a, training=True), *rest),
+                num_parallel_calls=tf.data.AUTOTUNE)
     if mixup_alpha > 0:
-        def mix(a, target, weight):
-            a, target, weight = mix_batch(a, {"y": target}, {"y": weight}, mixup_alpha)
-            return a, target["y"], weight["y"]
-        ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda a, y, w: _mix(a, y, w, mixup_alpha),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def predict_probabilities(model, images: np.ndarray, tta: TtaViews,
-                          batch_size: int = 256) -> np.ndarray:
-    """Class probabilities averaged over the test-time views ``tta``."""
-    import tensorflow as tf
-
-    forward = tf.function(lambda a: model(a, training=False))
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        out.append(tta.average(forward(tta.views(batch)).numpy(), len(batch)))
-    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]))
+def _mix(faces, targets, weights, alpha: float):
+    """Mixup of one batch whose targets are one array or one per output."""
+    if isinstance(targets, dict):
+        return mix_batch(faces, targets, weights, alpha)
+    faces, mixed, mixed_weights = mix_batch(faces, {"y": targets}, {"y": weights}, alpha)
+    return faces, mixed["y"], mixed_weights["y"]
 
 
-def tta_views(config: TrainConfig) -> TtaViews:
-    """Return the test-time views a run's model is evaluated (and shipped) with."""
-    return TtaViews(config.tta_flip, tuple(config.tta_zooms),
-                    tuple(tuple(shift) for shift in config.tta_shifts))
+def fit(config: TrainConfig, run_dir: Path, model, train_ds, val_ds, train_samples: int,
+        checkpoints: Dict[Path, str], early_stopping: bool = False, **compile_args) -> float:
+    """Compile and train ``model``, resuming from the run's last finished epoch.
 
-
-def start_run(config: TrainConfig) -> Path:
-    """Set threads and seeds, create the run folder and record the config in it.
-
-    Must run before TensorFlow is first imported (thread settings).
+    :param config: the experiment.
+    :param run_dir: its run folder (backup, training_log.csv).
+    :param model: an uncompiled model.
+    :param train_ds: training batches; ``val_ds``: validation batches.
+    :param train_samples: training faces (sizes the learning-rate schedule).
+    :param checkpoints: best-model file -> validation metric it is chosen by.
+    :param early_stopping: stop when the first checkpoint's metric stops improving.
+    :param compile_args: ``loss`` and metrics for ``model.compile``.
+    :return: seconds spent training in this session.
     """
-    if config.threads > 0:
-        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(config.threads))
-        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     import keras
 
-    run_dir = Path(config.output_root) / config.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    keras.utils.set_random_seed(config.seed)
-    return run_dir
-
-
-def load_train_and_validation(config: TrainConfig, label_set: str):
-    """Load training and validation faces, labels, and the facts metrics.json records.
-
-    :return: ``(x_train, y_train, x_val, y_val, facts)``.
-    """
-    x_train, y_train, train_hash, train_junk = load_split(
-        config.train_data, config.train_split, label_set, config.drop_blank)
-    if config.max_train_samples:
-        keep = np.random.default_rng(config.seed).permutation(len(x_train))
-        keep = keep[:config.max_train_samples]
-        x_train, y_train = x_train[keep], y_train[keep]
-    x_val, y_val, val_hash, val_junk = load_split(
-        [config.val_data], config.val_split, label_set, drop_blank=False)
-    facts = {"train_samples": int(len(x_train)), "train_data_hash": train_hash,
-             "val_data_hash": val_hash, "junk_in_train_source": train_junk,
-             "junk_in_val": val_junk}
-    return x_train, y_train, x_val, y_val, facts
-
-
-def learning_rate_schedule(config: TrainConfig, train_samples: int):
-    """Return the learning rate: a cosine decay, or a constant for the plateau schedule."""
-    import keras
-
-    if config.lr_schedule == "cosine":
-        steps = int(np.ceil(train_samples / config.batch_size)) * config.epochs
-        return keras.optimizers.schedules.CosineDecay(config.learning_rate,
-                                                      decay_steps=steps, alpha=0.01)
-    if config.lr_schedule == "plateau":
-        return config.learning_rate
-    raise ValueError(f"lr_schedule must be 'cosine' or 'plateau', not {config.lr_schedule!r}")
-
-
-def build_optimizer(config: TrainConfig, train_samples: int):
-    """Return the config's optimizer with its learning-rate schedule."""
-    import keras
-
-    rate = learning_rate_schedule(config, train_samples)
-    if config.optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=config.momentum, nesterov=True)
-    return keras.optimizers.Adam(rate)
-
-
-def schedule_callbacks(config: TrainConfig) -> list:
-    """Return the schedule's callbacks: ReduceLROnPlateau for plateau, none for cosine."""
-    import keras
-
-    if config.lr_schedule != "plateau":
-        return []
-    return [keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss", factor=config.plateau_factor,
-        patience=config.plateau_patience, min_lr=1e-6)]
-
-
-def write_model_summary(model, run_dir: Path) -> None:
-    """Save the Keras summary into the run folder and print the parameter count."""
-    summary: List[str] = []
-    model.summary(print_fn=lambda line, **_: summary.append(line))
-    (run_dir / "model_summary.txt").write_text("\n".join(summary) + "\n")
-    print(f"model {model.name}: {model.count_params():,} parameters", flush=True)
+    write_model_summary(model, run_dir)
+    model.compile(optimizer=build_optimizer(config, train_samples), **compile_args)
+    callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+                 keras.callbacks.CSVLogger(str(run_dir / "training_log.csv"), append=True)]
+    for path, monitor in checkpoints.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        callbacks.append(keras.callbacks.ModelCheckpoint(
+            str(path), monitor=monitor, mode="max", save_best_only=True))
+    if early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=next(iter(checkpoints.values())), mode="max",
+            patience=config.early_stopping_patience))
+    started = time.time()
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+              callbacks=callbacks + schedule_callbacks(config),
+              verbose=1 if sys.stdout.isatty() else 2)
+    return round(time.time() - started, 1)
 
 
 def distillation_targets(config: TrainConfig, run_dir: Path, x_train: np.ndarray,
@@ -252,8 +114,6 @@ def distillation_targets(config: TrainConfig, run_dir: Path, x_train: np.ndarray
     """Return the teachers' probabilities per head, or None without teachers."""
     if not config.teachers:
         return None
-    from training.distillation import cached_teacher_targets
-
     print(f"distilling from {', '.join(config.teachers)} "
           f"(weight {config.distillation_weight})", flush=True)
     return cached_teacher_targets(run_dir, config.teachers, heads, x_train, fingerprint)
@@ -268,7 +128,6 @@ def train(config: TrainConfig) -> Path:
     from fer_ros.evaluation import plot_curves, read_history_csv
     from fer_ros.labels import label_set as labels_for
     from training.models import build_model
-    from training.augmentation import build_augmenter
 
     labels = labels_for(config.label_set)
     x_train, y_train, x_val, y_val, facts = load_train_and_validation(config, config.label_set)
@@ -276,38 +135,25 @@ def train(config: TrainConfig) -> Path:
           f" (junk in source: {facts['junk_in_train_source']}); validation: {len(x_val)} "
           f"faces", flush=True)
 
-    weights = class_weights(y_train, len(labels)) if config.class_weighting else None
-    augmenter = build_augmenter(config.augmentation, config.seed)
+    onehot = np.eye(len(labels), dtype=np.float32)[y_train]
     soft = distillation_targets(config, run_dir, x_train, facts["train_data_hash"],
                                 (config.label_set,))
-    targets = None if soft is None else blend_targets(
-        np.eye(len(labels), dtype=np.float32)[y_train], soft[config.label_set],
-        config.distillation_weight)
-    train_ds = make_dataset(x_train, y_train, len(labels), config.batch_size,
-                            augmenter, weights, shuffle_seed=config.seed, targets=targets,
-                            mixup_alpha=config.mixup_alpha)
-    val_ds = make_dataset(x_val, y_val, len(labels), 512)
+    targets = onehot if soft is None else blend_targets(onehot, soft[config.label_set],
+                                                        config.distillation_weight)
+    weights = None
+    if config.class_weighting:
+        per_class = class_weights(y_train, len(labels))
+        weights = np.array([per_class[int(c)] for c in y_train], np.float32)
+    train_ds = make_dataset(x_train, targets, weights, config.batch_size,
+                            config.augmentation, config.seed, config.mixup_alpha)
+    val_ds = make_dataset(x_val, np.eye(len(labels), dtype=np.float32)[y_val], None, 512)
 
     model = build_model(config.architecture, len(labels), **config.model)
-    write_model_summary(model, run_dir)
-    model.compile(
-        optimizer=build_optimizer(config, len(x_train)),
+    facts["train_seconds_this_session"] = fit(
+        config, run_dir, model, train_ds, val_ds, len(x_train),
+        {run_dir / "best.keras": "val_accuracy"}, early_stopping=True,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"])
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"),
-                                        monitor="val_accuracy", save_best_only=True),
-        keras.callbacks.CSVLogger(str(run_dir / "training_log.csv"), append=True),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                      patience=config.early_stopping_patience),
-    ] + schedule_callbacks(config)
-    started = time.time()
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-              callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
-    train_seconds = time.time() - started
-
-    facts["train_seconds_this_session"] = round(train_seconds, 1)
     best = evaluate_run(config, run_dir, x_val, y_val, facts)
     plot_curves(read_history_csv(run_dir / "training_log.csv"), run_dir / "curves.png",
                 best.name)
@@ -362,11 +208,9 @@ def train_multitask(config: TrainConfig) -> Path:
     """
     run_dir = start_run(config)
     import keras
-    import tensorflow as tf
 
     from fer_ros.evaluation import plot_curves, read_history_csv
     from training.models import HEAD_OUTPUTS, build_multitask
-    from training.augmentation import build_augmenter, mix_batch
 
     x_train, y7_train, x_val, y7_val, facts = load_train_and_validation(config, "7class")
     y3_train, y3_val = three_class_targets(y7_train), three_class_targets(y7_val)
@@ -388,50 +232,24 @@ def train_multitask(config: TrainConfig) -> Path:
                    HEAD_OUTPUTS["3class"]: (y3 >= 0).astype(np.float32)}
         return labels, weights
 
-    def dataset(x, y7, y3, batch, augment, soft=None):
-        labels, weights = targets(y7, y3, soft)
-        ds = tf.data.Dataset.from_tensor_slices(
-            (x[..., None].astype(np.float32), labels, weights))
-        if augment:
-            ds = ds.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch)
-        if augment:
-            augmenter = build_augmenter(config.augmentation, config.seed)
-            ds = ds.map(lambda a, y, w: (augmenter(a, training=True), y, w),
-                        num_parallel_calls=tf.data.AUTOTUNE)
-            if config.mixup_alpha > 0:
-                ds = ds.map(lambda a, y, w: mix_batch(a, y, w, config.mixup_alpha),
-                            num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)
-
+    train_ds = make_dataset(x_train, *targets(y7_train, y3_train, soft), config.batch_size,
+                            config.augmentation, config.seed, config.mixup_alpha)
+    val_ds = make_dataset(x_val, *targets(y7_val, y3_val), 512)
     model = build_multitask(config.architecture, **config.model)
     if config.init_weights:
         # Warm restart: a new learning-rate cycle from a trained model.
         model.set_weights(keras.models.load_model(config.init_weights).get_weights())
         print(f"initialised from {config.init_weights}", flush=True)
-    write_model_summary(model, run_dir)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
-    model.compile(optimizer=build_optimizer(config, len(x_train)),
-                  loss={name: loss for name in HEAD_OUTPUTS.values()},
-                  # weighted: surprise has weight 0 for the 3-class head
-                  weighted_metrics={name: ["accuracy"] for name in HEAD_OUTPUTS.values()})
-    callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-                 keras.callbacks.CSVLogger(str(run_dir / "training_log.csv"), append=True)]
-    for head, output in HEAD_OUTPUTS.items():
-        (run_dir / head).mkdir(exist_ok=True)
-        callbacks.append(keras.callbacks.ModelCheckpoint(
-            str(run_dir / head / "best_multitask.keras"),
-            monitor=f"val_{output}_accuracy", mode="max", save_best_only=True))
-    callbacks += schedule_callbacks(config)
-    started = time.time()
-    model.fit(dataset(x_train, y7_train, y3_train, config.batch_size, True, soft),
-              validation_data=dataset(x_val, y7_val, y3_val, 512, False),
-              epochs=config.epochs, callbacks=callbacks,
-              verbose=1 if sys.stdout.isatty() else 2)
-    train_seconds = time.time() - started
+    facts["train_seconds_this_session"] = fit(
+        config, run_dir, model, train_ds, val_ds, len(x_train),
+        {run_dir / head / "best_multitask.keras": f"val_{output}_accuracy"
+         for head, output in HEAD_OUTPUTS.items()},
+        loss={name: loss for name in HEAD_OUTPUTS.values()},
+        # weighted: surprise has weight 0 for the 3-class head
+        weighted_metrics={name: ["accuracy"] for name in HEAD_OUTPUTS.values()})
     plot_curves(read_history_csv(run_dir / "training_log.csv"), run_dir / "curves.png",
                 model.name)
-    facts.update(train_seconds_this_session=round(train_seconds, 1))
     evaluate_heads(config, run_dir, x_val, y7_val, y3_val, facts)
     return run_dir
 
@@ -490,9 +308,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                              "with other test-time views (--set tta_zooms=[1,1.1])")
     args = parser.parse_args(argv)
     try:
-        overrides = {k: yaml.safe_load(v) for k, v in
-                     (item.split("=", 1) for item in args.set)}
-        config = TrainConfig.from_yaml(args.config, overrides)
+        config = TrainConfig.from_yaml(args.config, parse_overrides(args.set))
         if args.evaluate_only:
             run_dir = evaluate_only(config)
         else:
