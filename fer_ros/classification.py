@@ -119,7 +119,9 @@ class EmotionClassifier:
             try:
                 tta = TtaViews(info.tta.flip if tta_flip is None else bool(tta_flip),
                                info.tta.zooms if tta_zooms is None else tuple(tta_zooms),
-                               info.tta.shifts if tta_shifts is None else tta_shifts)
+                               # TtaViews checks and normalises the pairs.
+                               info.tta.shifts if tta_shifts is None
+                               else tta_shifts)  # type: ignore[arg-type]
             except ValueError as error:
                 raise ModelLoadError(f"{path}: {error}") from None
             info = dataclasses.replace(info, tta=tta)
