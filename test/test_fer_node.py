@@ -14,7 +14,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from conftest import shared_media  # noqa: E402
+from conftest import footage  # noqa: E402
 from fer_ros.image_conversion import bgr_to_compressed_fields, fill_image_msg  # noqa: E402
 from fer_ros.msg import EmotionArray  # noqa: E402
 
@@ -86,7 +86,7 @@ def harness(tiny_model_paths, ros_domain):
 
 
 def face_frame():
-    image = cv2.imread(str(shared_media("single_face.jpg")))
+    image = cv2.imread(str(footage("single_face.jpg")))
     return cv2.resize(image, (640, 480))
 
 

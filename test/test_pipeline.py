@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from conftest import shared_media
+from conftest import footage
 from fer_ros.classification import EmotionClassifier
 from fer_ros.detection import BlazeFaceDetector, FaceDetection
 from fer_ros.pipeline import EmotionPipeline, PipelineConfig
@@ -49,7 +49,7 @@ def test_real_footage_gives_dynamic_predictions_and_stability(tiny_dynamic):
     classifier, dynamic = tiny_dynamic
     config = PipelineConfig(dynamic_min_frames=10, dynamic_stride=5)
     pipeline = EmotionPipeline(classifier, BlazeFaceDetector(), config, dynamic)
-    source = FrameSource(str(shared_media("WolfgangLanger_Pexels.mp4")), (640, 360))
+    source = FrameSource(str(footage("WolfgangLanger_Pexels.mp4")), (640, 360))
     results = [pipeline.process(frame.image, frame.time_s)
                for frame, _ in zip(source.frames(), range(60))]
     faces = [r.faces[0] for r in results if r.faces]
@@ -63,12 +63,9 @@ def test_real_footage_gives_dynamic_predictions_and_stability(tiny_dynamic):
 
 
 def test_pipeline_with_the_shipped_model_tracks_one_face():
-    try:
-        classifier = EmotionClassifier.load("3class")
-    except Exception as error:  # shipped weights missing in a partial checkout
-        pytest.skip(str(error))
+    classifier = EmotionClassifier.load("3class")
     pipeline = EmotionPipeline(classifier, BlazeFaceDetector())
-    source = FrameSource(str(shared_media("single_face.mp4")))
+    source = FrameSource(str(footage("single_face.mp4")))
     results = [pipeline.process(f.image, f.time_s) for f in source.frames()]
     assert len(results) == 72
     assert sum(len(r.faces) == 1 for r in results) >= 65
@@ -106,7 +103,7 @@ def test_overlay_draws_every_face_inside_the_image(tiny_model_paths):
 
     classifier = EmotionClassifier.load(tiny_model_paths["tflite"])
     pipeline = EmotionPipeline(classifier, BlazeFaceDetector())
-    image = cv2.resize(cv2.imread(str(shared_media("group6.jpg"))), (640, 443))
+    image = cv2.resize(cv2.imread(str(footage("group6.jpg"))), (640, 443))
     result = pipeline.process(image, 0.0)
     overlay = draw_overlay(image, result)
     assert overlay.shape == image.shape and len(result.faces) == 6

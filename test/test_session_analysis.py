@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_media
+from conftest import REPO, footage
 from fer_ros.pipeline import build_pipeline
 from fer_ros.session.analysis import analyze_source, pipeline_values, unique_names
 from fer_ros.session.cli import main
@@ -100,7 +100,7 @@ def footage_bags(tmp_path_factory) -> Dict[str, Path]:
     sqlite3 with bgr8 images, mcap with rgb8 (another conversion path);
     header stamps are BAG_START_NS plus the video position.
     """
-    video = shared_media(FOOTAGE)
+    video = footage(FOOTAGE)
     store = typestore()
     source = FrameSource(str(video))
     frames = []
@@ -123,7 +123,7 @@ def footage_bags(tmp_path_factory) -> Dict[str, Path]:
 @pytest.fixture(scope="module")
 def footage_report(tmp_path_factory) -> Path:
     """Run fer-analyze once on the first CLIP_END_S seconds of the footage."""
-    video = shared_media(FOOTAGE)
+    video = footage(FOOTAGE)
     output = tmp_path_factory.mktemp("report")
     result = run_cli(video, "--output", output, "--end", CLIP_END_S, "--every", 2)
     assert result.returncode == 0, result.stderr
@@ -217,7 +217,7 @@ def test_bag_gives_the_same_results_as_the_video(footage_bags, storage):
     if storage not in footage_bags:
         pytest.skip(f"installed rosbags cannot write {storage}")
     selection = FrameSelection(end_s=CLIP_END_S, every=2)
-    from_video = session_rows_by_frame(shared_media(FOOTAGE), selection)
+    from_video = session_rows_by_frame(footage(FOOTAGE), selection)
     from_bag = session_rows_by_frame(footage_bags[storage], selection)
     assert list(from_bag) == list(from_video)
     assert sum(len(rows) for rows in from_video.values()) > 0
@@ -239,7 +239,7 @@ def test_bag_gives_the_same_results_as_the_video(footage_bags, storage):
 
 @pytest.mark.slow
 def test_compare_writes_both_sessions_and_a_comparison(footage_bags, tmp_path):
-    video = shared_media(FOOTAGE)
+    video = footage(FOOTAGE)
     bag = footage_bags["sqlite3"]
     result = run_cli("--compare", video, bag, "--output", tmp_path, "--end", 1.0,
                      "--every", 2, "--quiet")
@@ -327,7 +327,7 @@ def test_compressed_image_topic_is_decoded(tmp_path):
 
 
 def test_start_after_the_end_is_one_error_line(tmp_path):
-    video = shared_media("single_face.mp4")
+    video = footage("single_face.mp4")
     assert_one_error_line(run_cli(video, "--start", 60, "--output", tmp_path / "out"),
                           "--start 60 s is after the end")
 
