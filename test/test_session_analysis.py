@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -176,23 +175,38 @@ def test_report_html_is_self_contained(footage_report):
     assert "face_1" in page and "How to read this" in page
 
 
-@pytest.mark.slow
-def test_report_renders_in_headless_chromium(footage_report, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium not installed")
-    screenshot = tmp_path / "report.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}",
-                    "--window-size=1280,2000",
-                    (footage_report / "report.html").resolve().as_uri()],
-                   capture_output=True, timeout=120)
-    assert screenshot.is_file()
-    image = cv2.imread(str(screenshot))
-    assert image is not None and image.shape[:2] == (2000, 1280)
-    assert image.std() > 20  # text and figures, not a blank page
+def test_report_is_well_formed_html(footage_report):
+    """Every element the report opens is closed, in order, and the images decode."""
+    import base64
+    from html.parser import HTMLParser
+
+    void = {"img", "br", "meta", "hr", "input", "link", "col", "wbr"}
+
+    class Checker(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.open, self.problems, self.images = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.images.append(dict(attrs)["src"])
+            if tag not in void:
+                self.open.append(tag)
+
+        def handle_endtag(self, tag):
+            if not self.open or self.open[-1] != tag:
+                self.problems.append(f"</{tag}> closes {self.open[-1:] or 'nothing'}")
+            else:
+                self.open.pop()
+
+    checker = Checker()
+    checker.feed((footage_report / "report.html").read_text())
+    checker.close()
+    assert checker.problems == [] and checker.open == []
+    for src in checker.images:
+        png = base64.b64decode(src.split(",", 1)[1])
+        image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None and image.std() > 20  # a drawn figure, not a blank
 
 
 # --- rosbag2 gives the same results as the video ---------------------------------
