@@ -11,8 +11,14 @@ CONFIG = Path(__file__).resolve().parent.parent / "config" / "fer.yaml"
 
 
 def test_config_yaml_matches_the_parameter_table():
-    values = yaml.safe_load(CONFIG.read_text())["fer"]["ros__parameters"]
+    values = yaml.safe_load(CONFIG.read_text())["/**/fer"]["ros__parameters"]
     assert values == defaults()
+
+
+def test_config_yaml_applies_to_the_fer_node_in_any_namespace():
+    # rclpy matches a 'fer:' section against the full node name, so with
+    # namespace:=robot1 (/robot1/fer) the file would be silently ignored.
+    assert list(yaml.safe_load(CONFIG.read_text())) == ["/**/fer"]
 
 
 def test_config_yaml_comments_every_parameter():

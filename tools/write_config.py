@@ -12,7 +12,8 @@ def render() -> str:
     """Render the YAML: one comment line and one value line per parameter."""
     lines = ["# Default parameters of the fer node (fer_ros/parameters.py is the reference;",
              "# test/test_parameters.py checks that the two agree).",
-             "fer:", "  ros__parameters:"]
+             "# '/**/fer' matches the node in any namespace (namespace:=robot1 too).",
+             "/**/fer:", "  ros__parameters:"]
     for spec in FER_NODE_PARAMETERS:
         extra = ""
         if spec.value_range:
