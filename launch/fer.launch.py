@@ -15,6 +15,7 @@ from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 
 def generate_launch_description():
@@ -48,7 +49,9 @@ def generate_launch_description():
     video_source = Node(
         package="fer_ros", executable="video_source", name="video_source",
         namespace=namespace, condition=IfCondition(LaunchConfiguration("start_video_source")),
-        parameters=[{"source": LaunchConfiguration("video")}],
+        # A string even where YAML reads a number (video:=0, a camera index):
+        # launch_ros parses substituted values as YAML.
+        parameters=[{"source": ParameterValue(LaunchConfiguration("video"), value_type=str)}],
         remappings=[("image", camera_topic)], output="screen")
     fer = Node(
         package="fer_ros", executable="fer_node", name="fer", namespace=namespace,
