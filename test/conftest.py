@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ros_workspace import colcon_workspace  # noqa: F401  (session fixture)
+
 REPO = Path(__file__).resolve().parent.parent
 TEST_DATA = Path(__file__).resolve().parent / "data"
 #: Real footage beside the checkout (development and CI only).

@@ -1,7 +1,7 @@
 """launch/fer.launch.py and fer-ros-demo describe the same node graph.
 
-launch_ros is not installable without a ROS distro, so the launch file is
-read as Python source (AST) rather than executed.
+The launch file is read as Python source (AST), so this runs without
+launch_ros; test/test_launch_real.py runs it for real.
 """
 
 import ast
