@@ -92,6 +92,9 @@ FER_NODE_PARAMETERS: List[ParameterSpec] = [
     ParameterSpec("dynamic_stride", 5,
                   "run the CNN-LSTM on a face every this many new frames", (1, 1000)),
     ParameterSpec("threads", 2, "CPU threads for the neural networks", (1, 16)),
+    ParameterSpec("autostart", True,
+                  "configure and activate the node at start-up (exit with an error if "
+                  "that fails); false leaves it unconfigured for a lifecycle manager"),
     ParameterSpec("publish_overlay", True,
                   "publish the annotated image on ~/overlay (only while subscribed)",
                   read_only=False),

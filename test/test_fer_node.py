@@ -32,6 +32,7 @@ class NodeHarness:
         self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
         self.fer = FerNode(context=self.context, parameter_overrides=[
             Parameter(name, value=value) for name, value in overrides.items()])
+        self.fer.start()
         self.peer = rclpy.create_node("fer_test_peer", context=self.context)
         self.results = []
         self.peer.create_subscription(EmotionArray, "emotions", self.results.append,
@@ -124,10 +125,10 @@ def test_bad_frames_are_skipped_and_the_node_keeps_publishing(harness):
     for i, msg in enumerate(bad):
         node.send(msg, 100 + i)
         # Give the node time to reject it before the next one replaces it.
-        node.spin_until(lambda: node.fer.bad_frames >= i + 1)
+        node.spin_until(lambda: node.fer.statistics.bad_frames >= i + 1)
     result = node.send_and_wait(image_msg(face_frame()), 200)
     assert len(result.emotions) == 1
-    assert node.fer.bad_frames == len(bad) and node.fer.failures == 0
+    assert node.fer.statistics.bad_frames == len(bad) and node.fer.statistics.failures == 0
     assert not any(r.header.stamp.sec in range(100, 104) for r in node.results)
 
 
@@ -156,10 +157,28 @@ def test_runtime_parameter_changes_are_validated(harness):
 
 @pytest.mark.parametrize("overrides, message", [
     ({"detector_model": "huge"}, "detector_model"),
-    ({"max_faces": 0}, "max_faces"),
+    ({"model": "/nonexistent/missing.tflite"}, "model file not found"),
 ])
-def test_invalid_start_up_parameters_name_the_parameter(tiny_model_paths, ros_domain,
-                                                        overrides, message):
+def test_configure_fails_with_the_reason_and_the_node_stays_unconfigured(
+        tiny_model_paths, ros_domain, overrides, message):
+    from fer_ros.nodes.fer_node import FerNode, StartUpError
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = FerNode(context=context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in
+            dict({"model": str(tiny_model_paths["tflite"])}, **overrides).items()])
+        with pytest.raises(StartUpError, match=message):
+            node.start()
+        assert node._state_machine.current_state[1] == "unconfigured"
+        assert node.pipeline is None
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_out_of_range_parameter_is_refused_at_start_up(tiny_model_paths, ros_domain):
     from rclpy.exceptions import ParameterException
 
     from fer_ros.nodes.fer_node import FerNode
@@ -167,23 +186,78 @@ def test_invalid_start_up_parameters_name_the_parameter(tiny_model_paths, ros_do
     context = Context()
     rclpy.init(context=context)
     try:
-        with pytest.raises((ValueError, ParameterException), match=message):
-            FerNode(context=context, parameter_overrides=[
-                Parameter(k, value=v) for k, v in
-                dict(overrides, model=str(tiny_model_paths["tflite"])).items()])
+        with pytest.raises(ParameterException, match="max_faces"):
+            FerNode(context=context, parameter_overrides=[Parameter("max_faces", value=0)])
     finally:
         rclpy.try_shutdown(context=context)
 
 
-def test_missing_model_fails_at_start_up(tmp_path, ros_domain):
-    from fer_ros.model_files import ModelLoadError
+def test_lifecycle_deactivate_stops_processing_and_cleanup_releases_models(harness):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node = harness()
+    frame = image_msg(face_frame())
+    assert len(node.send_and_wait(frame, 30).emotions) == 1
+    assert node.fer.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.fer._subscription is None and node.fer._worker is None
+    before = len(node.results)
+    node.send(frame, 31)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        node.executor.spin_once(timeout_sec=0.05)
+    assert len(node.results) == before and node.publisher.get_subscription_count() == 0
+    assert node.fer.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    node.spin_until(lambda: node.publisher.get_subscription_count() > 0)
+    assert len(node.send_and_wait(frame, 32).emotions) == 1
+    assert node.fer.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.fer.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert node.fer.pipeline is None
+    assert node.fer._state_machine.current_state[1] == "unconfigured"
+    assert node.fer.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.fer.pipeline is not None
+
+
+def test_lifecycle_services_drive_an_unstarted_node(tiny_model_paths, ros_domain):
+    """What a lifecycle manager (or `ros2 lifecycle set`) does, through the services."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
     from fer_ros.nodes.fer_node import FerNode
 
     context = Context()
     rclpy.init(context=context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    fer = FerNode(context=context, parameter_overrides=[
+        Parameter("model", value=str(tiny_model_paths["tflite"])),
+        Parameter("dynamic_model", value="none"), Parameter("autostart", value=False)])
+    manager = rclpy.create_node("lifecycle_manager", context=context)
+    executor.add_node(fer)
+    executor.add_node(manager)
+    get_state = manager.create_client(GetState, "/fer/get_state")
+    change_state = manager.create_client(ChangeState, "/fer/change_state")
+
+    def call(client, request):
+        assert client.wait_for_service(timeout_sec=10)
+        future = client.call_async(request)
+        executor.spin_until_future_complete(future, timeout_sec=30)
+        return future.result()
+
+    def state():
+        return call(get_state, GetState.Request()).current_state.label
+
     try:
-        with pytest.raises(ModelLoadError, match="model file not found"):
-            FerNode(context=context, parameter_overrides=[
-                Parameter("model", value=str(tmp_path / "missing.tflite"))])
+        assert state() == "unconfigured" and fer.pipeline is None
+        for transition, expected in ((Transition.TRANSITION_CONFIGURE, "inactive"),
+                                     (Transition.TRANSITION_ACTIVATE, "active"),
+                                     (Transition.TRANSITION_DEACTIVATE, "inactive"),
+                                     (Transition.TRANSITION_CLEANUP, "unconfigured")):
+            assert call(change_state, ChangeState.Request(
+                transition=Transition(id=transition))).success
+            assert state() == expected
+            assert (fer._subscription is not None) == (expected == "active")
+            assert (fer.pipeline is not None) == (expected != "unconfigured")
     finally:
+        fer.shutdown()
+        fer.destroy_node()
+        manager.destroy_node()
         rclpy.try_shutdown(context=context)

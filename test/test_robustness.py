@@ -119,6 +119,8 @@ def test_malformed_burst_then_good_frame(tiny_model_paths, ros_domain):
     fer = FerNode(context=context, parameter_overrides=[
         Parameter("model", value=str(tiny_model_paths["tflite"])),
         Parameter("dynamic_model", value="none")])
+    fer.start()
+    stats = fer.statistics
     peer = rclpy.create_node("burst_peer", context=context)
     results = []
     peer.create_subscription(EmotionArray, "emotions", results.append,
@@ -153,8 +155,8 @@ def test_malformed_burst_then_good_frame(tiny_model_paths, ros_domain):
             publisher.publish(msg)
             sent += 1
             # The node's queue: at most one frame waits, whatever the rate.
-            assert fer.received - fer.processed - fer.dropped - fer.bad_frames \
-                - fer.failures <= 2
+            assert stats.received - stats.processed - stats.dropped - stats.bad_frames \
+                - stats.failures <= 2
             executor.spin_once(timeout_sec=0)
             time.sleep(max(0.0, start + (i + 1) / 300 - time.monotonic()))
         last = fill_image_msg(Image(), np.zeros((120, 160, 3), np.uint8), "bgr8")
@@ -166,8 +168,8 @@ def test_malformed_burst_then_good_frame(tiny_model_paths, ros_domain):
             publisher.publish(last)
             executor.spin_once(timeout_sec=0.05)
         rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-        assert fer.failures == 0
-        assert fer.received > 100 and fer.dropped + fer.bad_frames > 0
+        assert stats.failures == 0
+        assert stats.received > 100 and stats.dropped + stats.bad_frames > 0
         assert rss_growth_mb < 150, rss_growth_mb
     finally:
         fer.shutdown()

@@ -61,6 +61,7 @@ def frame_to_msg(result: FrameResult, header: Any, labels: Sequence[str],
     """Build a ``fer_ros/msg/EmotionArray`` for one processed frame."""
     msg = array_cls()
     msg.header = header
+    msg.width, msg.height = int(width), int(height)
     msg.emotions = [face_to_msg(face, labels, dynamic_labels, emotion_cls, width, height)
                     for face in result.faces]
     msg.stability_window = float(window_s)

@@ -31,16 +31,19 @@ def descriptor_of(spec: ParameterSpec) -> ParameterDescriptor:
     return descriptor
 
 
-def declare_parameters(node: Node, table: Sequence[ParameterSpec]) -> Dict[str, Any]:
-    """Declare every parameter of ``table`` on ``node`` and return the checked values.
+def declare_parameters(node: Node, table: Sequence[ParameterSpec],
+                       check_values: bool = True) -> Dict[str, Any]:
+    """Declare every parameter of ``table`` on ``node`` and return their values.
 
-    :raises ValueError: with every problem of the values given at start-up
-        (wrong choice, empty where a value is needed), in one line.
+    :param check_values: check the values given at start-up (a lifecycle
+        node checks them when it is configured instead).
+    :raises ValueError: with every problem of the values (wrong choice,
+        empty where a value is needed), in one line.
     """
     for spec in table:
         node.declare_parameter(spec.name, spec.default, descriptor_of(spec))
     values = {spec.name: node.get_parameter(spec.name).value for spec in table}
-    problems = validate(values, table)
+    problems = validate(values, table) if check_values else []
     if problems:
         raise ValueError("; ".join(problems))
     return values
