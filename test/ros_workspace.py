@@ -76,12 +76,23 @@ def tool(name: str) -> Optional[str]:
     return str(beside) if beside.is_file() else shutil.which(name)
 
 
+#: What a copy of a source tree that is not a git checkout leaves out.
+NOT_SOURCES = (".git", ".venv", "build", "install", "log", "runs", "out", "__pycache__")
+
+
 def copy_package(target: Path) -> None:
-    """Copy the checkout's tracked and new (not ignored) files into ``target``."""
-    names = subprocess.run(
+    """Copy the checkout's tracked and new (not ignored) files into ``target``.
+
+    Outside a git checkout (a source archive on a robot) the whole tree but
+    build outputs and environments is copied.
+    """
+    listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-        capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, names):
+        capture_output=True, text=True)
+    if listed.returncode != 0:
+        shutil.copytree(REPO, target, ignore=shutil.ignore_patterns(*NOT_SOURCES))
+        return
+    for name in filter(None, listed.stdout.split("\0")):
         source = REPO / name
         if source.is_file():  # a file being moved may be listed but gone
             (target / name).parent.mkdir(parents=True, exist_ok=True)
