@@ -260,6 +260,23 @@ def emotions_match_images(images: List[dict], emotions: List[dict]) -> List[dict
     return answered
 
 
+# --- development set-up -----------------------------------------------------
+
+def test_dev_setup_installs_the_ros2_tools_but_not_launch_testing():
+    if not ROS2_SRC.is_dir():
+        pytest.skip(f"{ROS2_SRC} is not there: tools/setup.sh --dev installs nothing from it")
+    modules = ("launch", "launch_xml", "launch_yaml", "launch_ros", "ros2launch", "ros2cli",
+               "ros2run", "ros2param", "ros2node", "ros2pkg", "composition_interfaces.srv",
+               "hri_msgs.msg")
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {', '.join(modules)}; import importlib.util as u; "
+         "print(u.find_spec('launch_testing'), u.find_spec('launch_pytest'))"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    # launch_testing's pytest plugin stops pytest 9 from starting at all.
+    assert result.stdout.split() == ["None", "None"]
+
+
 # --- pip route --------------------------------------------------------------
 
 def test_pip_route_lists_the_three_executables(pip_ros):
