@@ -4,6 +4,12 @@ Starts ``emotion_recorder``, ``fer`` and ``video_source`` (the graph of
 ``launch/fer.launch.py``), waits until the video has been published and
 the recorder has received the results, stops the nodes, and leaves
 ``OUTPUT/emotions.jsonl`` and ``OUTPUT/overlay.mp4``.
+
+The demo supervises its nodes: one that exits early ends the run with a
+line naming it and its exit code (exit status 1); SIGINT and SIGTERM stop
+every node cleanly (the recorder closes its files, so they stay valid);
+the children also get SIGTERM if the demo itself is killed.  The final
+line reports only what the files really hold.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from types import FrameType
+from typing import Callable, Dict, List, Optional, Sequence
 
 from fer_ros.graph import DEFAULT_CAMERA_TOPIC, NodeSpec, fer_graph
 from fer_ros.video_io import FrameSource, SourceError
@@ -25,6 +32,32 @@ from fer_ros.video_io import FrameSource, SourceError
 STARTUP_TIMEOUT_S = 90.0
 #: The recording is complete once no new record arrived for this long, seconds.
 QUIET_PERIOD_S = 2.0
+#: How often the node processes are checked, seconds.
+POLL_PERIOD_S = 0.05
+#: Seconds a node has to stop after SIGINT before it is killed.
+STOP_TIMEOUT_S = 15.0
+
+
+class NodeExited(RuntimeError):
+    """A node process ended before the run was over."""
+
+
+class Terminated(Exception):
+    """The demo received SIGTERM (from ``timeout``, systemd, ``kill``)."""
+
+
+def _raise_terminated(signum: int, frame: Optional[FrameType]) -> None:
+    raise Terminated()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the demo dies (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def ros_args(parameters: Dict[str, object], remappings: Dict[str, str],
@@ -99,9 +132,22 @@ class DemoRun:
         command = [sys.executable, "-m", spec.module] + ros_args(
             parameters, spec.remappings, params_file)
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env=node_environment())
+                                   env=node_environment(), preexec_fn=_die_with_parent)
         self.processes[spec.name] = process
         return process
+
+    def check_nodes(self, finished: Sequence[str] = ()) -> None:
+        """Raise :class:`NodeExited` for any node that ended, except those in ``finished``.
+
+        ``finished`` names nodes allowed to end with exit code 0 (the video
+        source, once its video is published).
+        """
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is None or (name in finished and code == 0):
+                continue
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            raise NodeExited(f"the {name} node {how} (see {self.output}/logs/{name}.log)")
 
     def run(self) -> int:
         """Run the graph on the video; return the exit code."""
@@ -121,65 +167,106 @@ class DemoRun:
             fer_parameters[f"qos_overrides.{self.camera_topic}.subscription.reliability"] \
                 = "reliable"
         self.start(nodes["fer"], fer_parameters, self.params_file)
-        if not self._wait_for(ready.exists, "the fer node and the recorder to connect"):
-            return 1
+        self._wait_for(ready.exists, "the fer node and the recorder to connect",
+                       STARTUP_TIMEOUT_S)
         video_source = self.start(nodes["video_source"], {
             "source": str(self.video), "wait_for_subscribers": 1, "frame_id": "camera",
             "wait_for_results": self.lockstep})
         print(f"fer-ros-demo: publishing {frames} frames of {self.video.name} at "
               f"{fps:.1f} fps", flush=True)
-        if video_source.wait() != 0:
-            print(f"fer-ros-demo: error: video_source failed (see {self.output}/logs)",
-                  file=sys.stderr)
-            return 1
+        self._wait_for(lambda: video_source.poll() == 0, "the video to be published", None,
+                       finished=("video_source",))
         self._wait_quiet(self.output / "emotions.jsonl")
         return 0
 
-    def _wait_for(self, condition, what: str) -> bool:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not condition():
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    print(f"fer-ros-demo: error: {name} exited with code "
-                          f"{process.returncode} (see {self.output}/logs/{name}.log)",
-                          file=sys.stderr)
-                    return False
-            if time.monotonic() > deadline:
-                print(f"fer-ros-demo: error: timed out waiting for {what}", file=sys.stderr)
-                return False
-            time.sleep(0.05)
-        return True
+    def _wait_for(self, condition: Callable[[], bool], what: str,
+                  timeout_s: Optional[float], finished: Sequence[str] = ()) -> None:
+        """Wait until ``condition()`` while every node runs.
 
-    @staticmethod
-    def _wait_quiet(path: Path) -> None:
+        :raises NodeExited: when a node ends first; TimeoutError after ``timeout_s``.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not condition():
+            self.check_nodes(finished)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}")
+            time.sleep(POLL_PERIOD_S)
+
+    def _wait_quiet(self, path: Path) -> None:
+        """Wait until no record arrived for QUIET_PERIOD_S, while the nodes run."""
         last, since = count_lines(path), time.monotonic()
         while time.monotonic() - since < QUIET_PERIOD_S:
+            self.check_nodes(finished=("video_source",))
             time.sleep(0.2)
             now = count_lines(path)
             if now != last:
                 last, since = now, time.monotonic()
 
     def stop(self) -> None:
-        """Interrupt every node still running, then wait for it."""
+        """Interrupt every node still running (SIGINT: they close their files), then wait."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
-        for name, process in self.processes.items():
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for process in self.processes.values():
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
 
 
 def summarise(path: Path) -> Dict[str, object]:
-    """Count records, faces per record and face ids in an emotions.jsonl."""
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    ids = sorted({e["face_id"] for r in records for e in r["emotions"]})
+    """Count the complete records, faces per record and face ids in an emotions.jsonl.
+
+    A line that is not a complete JSON record (a recorder killed mid-write)
+    is not counted.
+    """
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    records = [r for r in records if isinstance(r, dict) and isinstance(r.get("emotions"), list)]
+    ids = sorted({e.get("face_id") for r in records for e in r["emotions"]
+                  if isinstance(e, dict)})
     return {"records": len(records),
             "records_with_one_face": sum(len(r["emotions"]) == 1 for r in records),
             "records_without_faces": sum(not r["emotions"] for r in records),
             "face_ids": ids}
+
+
+def video_frames(path: Path) -> int:
+    """Frames that can be read back from a video file (0 if missing or unplayable)."""
+    import cv2
+
+    if not path.is_file():
+        return 0
+    capture = cv2.VideoCapture(str(path))
+    try:
+        frames = 0
+        while capture.isOpened() and capture.grab():
+            frames += 1
+        return frames
+    finally:
+        capture.release()
+
+
+def written_line(output: Path) -> str:
+    """Return the demo's final line: what the output files really hold."""
+    jsonl, overlay = output / "emotions.jsonl", output / "overlay.mp4"
+    summary = summarise(jsonl) if jsonl.is_file() else {"records": 0}
+    parts = [f"fer-ros-demo: {summary['records']} EmotionArray records"]
+    if summary["records"]:
+        parts[0] += (f", {summary['records_with_one_face']} with one face, face ids "
+                     f"{summary['face_ids']}")
+    written = [str(jsonl)] if summary["records"] else []
+    frames = video_frames(overlay)
+    if frames:
+        written.append(f"{overlay} ({frames} frames)")
+    parts.append(f"wrote {' and '.join(written)}" if written else "wrote nothing")
+    return "; ".join(parts)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -212,18 +299,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     extra = {"model": args.model} if args.model else {}
     demo = DemoRun(args.video, args.output, params_file, extra, args.camera_topic,
                    lockstep=not args.realtime)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         code = demo.run()
+    except (NodeExited, TimeoutError) as error:
+        print(f"fer-ros-demo: error: {error}", file=sys.stderr)
+        code = 1
     except KeyboardInterrupt:
+        print("fer-ros-demo: interrupted; stopping the nodes", file=sys.stderr)
         code = 130
+    except Terminated:
+        print("fer-ros-demo: terminated; stopping the nodes", file=sys.stderr)
+        code = 143
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut stop()
         demo.stop()
-    jsonl = args.output / "emotions.jsonl"
-    if code == 0 and jsonl.is_file():
-        summary = summarise(jsonl)
-        print(f"fer-ros-demo: {summary['records']} EmotionArray records, "
-              f"{summary['records_with_one_face']} with one face, face ids "
-              f"{summary['face_ids']}; wrote {jsonl} and {args.output / 'overlay.mp4'}")
+        signal.signal(signal.SIGTERM, previous)
+    print(written_line(args.output), file=sys.stdout if code == 0 else sys.stderr)
     return code
 
 

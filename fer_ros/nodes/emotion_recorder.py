@@ -1,7 +1,8 @@
 """The ``emotion_recorder`` node: write ``emotions`` and the overlay to files.
 
 Writes ``<output_dir>/emotions.jsonl`` (one JSON object per EmotionArray,
-flushed per message) and ``<output_dir>/overlay.mp4`` (the fer node's
+flushed per message and synced to disk every second, so a crash or power
+loss loses at most the last second) and ``<output_dir>/overlay.mp4`` (the fer node's
 ``~/overlay`` images).  ``fer-analyze --from-jsonl`` turns the JSONL into a
 session report.
 """
@@ -9,6 +10,7 @@ session report.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -24,6 +26,10 @@ from fer_ros.nodes.messages import emotion_array_record
 from fer_ros.nodes.node_runner import run_node
 from fer_ros.nodes.parameter_declaration import declare_parameters
 from fer_ros.parameters import EMOTION_RECORDER_PARAMETERS
+
+
+#: Seconds between two syncs of emotions.jsonl to the disk.
+SYNC_PERIOD_S = 1.0
 
 
 class EmotionRecorderNode(Node):
@@ -47,6 +53,8 @@ class EmotionRecorderNode(Node):
             self.create_subscription(Image, overlay_topic, self._on_overlay, reliable)
         if self._ready_file:
             self._ready_timer = self.create_timer(0.05, self._check_ready)
+        self._unsynced = False
+        self.create_timer(SYNC_PERIOD_S, self._sync)
         self.get_logger().info(f"recording {self.resolve_topic_name('emotions')} "
                                f"and {overlay_topic or 'no overlay'} into {output}")
 
@@ -61,7 +69,14 @@ class EmotionRecorderNode(Node):
     def _on_emotions(self, msg: Any) -> None:
         self._jsonl.write(json.dumps(emotion_array_record(msg)) + "\n")
         self._jsonl.flush()
+        self._unsynced = True
         self.records += 1
+
+    def _sync(self) -> None:
+        """Push the records written since the last sync to the disk."""
+        if self._unsynced:
+            os.fsync(self._jsonl.fileno())
+            self._unsynced = False
 
     def _on_overlay(self, msg: Any) -> None:
         try:
@@ -78,7 +93,9 @@ class EmotionRecorderNode(Node):
         self.overlay_frames += 1
 
     def close(self) -> None:
-        """Flush and close the output files."""
+        """Flush, sync and close the output files."""
+        self._jsonl.flush()
+        os.fsync(self._jsonl.fileno())
         self._jsonl.close()
         if self._writer is not None:
             self._writer.release()
