@@ -15,6 +15,8 @@ from typing import Any, Dict, Optional
 import cv2
 import numpy as np
 
+from fer_ros.image_limits import encoded_image_size, size_problem
+
 
 class ImageConversionError(ValueError):
     """A message cannot be converted: bad encoding, size, step or data."""
@@ -51,8 +53,6 @@ ENCODINGS: Dict[str, EncodingInfo] = {
     "yuv422_yuy2": EncodingInfo(2, np.uint8, cv2.COLOR_YUV2BGR_YUYV),
     "yuyv": EncodingInfo(2, np.uint8, cv2.COLOR_YUV2BGR_YUYV),
 }
-#: Largest image side accepted, pixels (guards against absurd headers).
-MAX_IMAGE_SIDE = 16384
 
 
 def _buffer(data: Any) -> np.ndarray:
@@ -82,10 +82,9 @@ def image_msg_to_array(msg: Any) -> np.ndarray:
             f"unsupported image encoding {encoding!r}; supported: "
             f"{', '.join(sorted(ENCODINGS))}")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ImageConversionError(f"empty image: {width}x{height}")
-    if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
-        raise ImageConversionError(f"image too large: {width}x{height}")
+    problem = size_problem(width, height)
+    if problem:
+        raise ImageConversionError(problem)
     itemsize = np.dtype(info.dtype).itemsize
     row_bytes = width * info.channels * itemsize
     if step < row_bytes:
@@ -164,6 +163,10 @@ def fill_image_msg(msg: Any, array: np.ndarray, encoding: str) -> Any:
     return msg
 
 
+#: Bytes of an encoded image searched for its size (JPEG metadata can come first).
+HEADER_BYTES = 262_144
+
+
 def compressed_msg_to_bgr(msg: Any) -> np.ndarray:
     """Decode a sensor_msgs/CompressedImage (jpeg, png...) to BGR uint8.
 
@@ -174,6 +177,12 @@ def compressed_msg_to_bgr(msg: Any) -> np.ndarray:
     data = _buffer(msg.data)
     if data.size == 0:
         raise ImageConversionError("empty compressed image")
+    # The declared size is checked before decoding: a small file can
+    # declare a huge image.
+    declared = encoded_image_size(data[:HEADER_BYTES].tobytes())
+    problem = size_problem(*declared) if declared is not None else None
+    if problem:
+        raise ImageConversionError(f"compressed {problem}")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise ImageConversionError(

@@ -14,7 +14,11 @@ from typing import Callable, Iterator, Optional, Tuple
 import cv2
 import numpy as np
 
+from fer_ros.image_limits import encoded_image_size, size_problem
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+#: Bytes of an image file searched for its declared size.
+HEADER_BYTES = 262_144
 #: Frame rate assumed for images and cameras that do not report one, frames/s.
 DEFAULT_FRAME_RATE = 30.0
 #: OpenCV/FFmpeg log levels used unless the user set their own: FFmpeg would
@@ -54,6 +58,26 @@ class Frame:
         return cls(index, time_s, time_s, lambda: image)
 
 
+def read_image_file(path: Path) -> np.ndarray:
+    """Read an image file as BGR uint8, refusing oversized ones before decoding.
+
+    :raises SourceError: for an unreadable or oversized image.
+    """
+    try:
+        with open(path, "rb") as stream:
+            header = stream.read(HEADER_BYTES)
+    except OSError as error:
+        raise SourceError(f"{path}: cannot read ({error.strerror})") from None
+    declared = encoded_image_size(header)
+    problem = size_problem(*declared) if declared is not None else None
+    if problem:
+        raise SourceError(f"{path}: {problem}")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SourceError(f"{path}: not a readable image")
+    return image
+
+
 def is_camera(source: str) -> bool:
     """Tell whether a source is ``/dev/videoN`` or a camera index such as ``"0"``."""
     return source.isdigit() or source.startswith("/dev/video")
@@ -86,14 +110,17 @@ class FrameSource:
         elif not path.exists():
             raise SourceError(f"{source}: no such file")
         elif path.suffix.lower() in IMAGE_SUFFIXES:
-            self._image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if self._image is None:
-                raise SourceError(f"{source}: not a readable image")
+            self._image = read_image_file(path)
             self.kind = "image"
         else:
             self._capture = cv2.VideoCapture(str(path))
-            if not self._capture.isOpened() or not self._capture.grab():
+            if not self._capture.isOpened():
                 raise SourceError(f"{source}: not a readable video")
+            problem = size_problem(int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                                   int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+            if problem or not self._capture.grab():
+                self._capture.release()
+                raise SourceError(f"{source}: {problem or 'not a readable video'}")
             self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
             self.kind = "video"
 

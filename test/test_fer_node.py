@@ -261,3 +261,17 @@ def test_lifecycle_services_drive_an_unstarted_node(tiny_model_paths, ros_domain
         fer.destroy_node()
         manager.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_png_bomb_on_the_compressed_topic_is_a_bad_frame(harness):
+    import resource
+
+    from test_image_limits import png_bomb
+
+    node = harness(image_transport="compressed")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    node.send(CompressedImage(format="png", data=png_bomb(20000, 20000)), 40)
+    node.spin_until(lambda: node.fer.statistics.bad_frames == 1)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 100
+    msg = CompressedImage(**bgr_to_compressed_fields(face_frame(), "jpeg"))
+    assert len(node.send_and_wait(msg, 41).emotions) == 1
