@@ -4,6 +4,7 @@ All bounded in time (seconds each).
 """
 
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -176,3 +177,23 @@ def test_malformed_burst_then_good_frame(tiny_model_paths, ros_domain):
         fer.destroy_node()
         peer.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_video_source_stops_cleanly_when_interrupted(ros_domain, signum):
+    """Ctrl-C or SIGTERM mid-video: exit 0, no 'publisher's context is invalid' traceback."""
+    from conftest import footage
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fer_ros.nodes.video_source", "--ros-args",
+         "-p", f"source:={footage('WolfgangLanger_Pexels.mp4')}", "-p", "loop:=true"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if "publishing" in line:
+            break
+    time.sleep(1.5)
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "Traceback" not in output and "context is invalid" not in output, output

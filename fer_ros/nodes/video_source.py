@@ -60,7 +60,7 @@ class VideoSourceNode(Node):
     def _await_result(self, msg: Any) -> None:
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         deadline = time.monotonic() + self.params["result_timeout_s"]
-        while key not in self._results and time.monotonic() < deadline and rclpy.ok():
+        while key not in self._results and time.monotonic() < deadline and self.running:
             rclpy.spin_once(self, timeout_sec=0.01)
         self._results.discard(key)
 
@@ -75,28 +75,41 @@ class VideoSourceNode(Node):
                 return
             rclpy.spin_once(self, timeout_sec=0.05)
 
+    @property
+    def running(self) -> bool:
+        """False once the node's context is shut down (Ctrl-C, SIGTERM, launch exit)."""
+        return rclpy.ok(context=self.context)
+
     def run(self) -> None:
         """Publish every frame at the target rate; loop if asked."""
         period = 1.0 / self.rate
         lockstep = self.params["wait_for_results"] and self.source.kind != "camera"
-        while rclpy.ok():
+        while self.running:
             start_stamp = self.get_clock().now().nanoseconds * 1e-9
             next_due = time.monotonic()
             for frame in self.source.frames():
                 delay = next_due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+                if not self.running:  # Ctrl-C / shutdown: stop before publishing
+                    break
                 next_due = max(next_due + period, time.monotonic()) if lockstep \
                     else next_due + period
                 stamp = (self.get_clock().now().nanoseconds * 1e-9
                          if self.source.kind == "camera" else start_stamp + frame.index * period)
-                msg = self.publish(frame.image, stamp)
+                try:
+                    msg = self.publish(frame.image, stamp)
+                except RuntimeError:  # rclpy's RCLError when shut down meanwhile
+                    if self.running:
+                        raise
+                    break
                 if lockstep:
                     self._await_result(msg)
             if not self.params["loop"] or self.source.kind == "camera":
                 break
             self.source.rewind()
-        self.get_logger().info(f"source finished after {self.published} frames")
+        if self.running:  # after a shutdown, a log line could not reach /rosout
+            self.get_logger().info(f"source finished after {self.published} frames")
 
     def publish(self, bgr, stamp: float) -> Any:
         """Publish one BGR frame with the given stamp."""
@@ -122,7 +135,7 @@ def play(node: VideoSourceNode) -> None:
     node.wait_for_subscribers()
     node.run()
     deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and node.running:
         rclpy.spin_once(node, timeout_sec=0.05)
 
 
