@@ -63,7 +63,8 @@ setup(
     package_data={"fer_ros": ["weights/*.tflite", "weights/*.json"]},
     data_files=[("share/fer_ros/launch", ["launch/fer.launch.py"]),
                 ("share/fer_ros/config", ["config/fer.yaml",
-                                          "config/fastdds_large_images.xml"])],
+                                          "config/fastdds_large_images.xml",
+                                          "config/fer.rviz"])],
     cmdclass={"build": BuildWithInterfaces},
     entry_points={"console_scripts": [
         "fer_node = fer_ros.nodes.fer_node:main",

@@ -31,6 +31,10 @@ class NodeSpec:
     remappings: Dict[str, str] = field(default_factory=dict)
 
 
+#: fer_ros nodes the launch file starts only on request (``hri:=true``).
+OPTIONAL_NODES = [NodeSpec("hri_bridge", "hri_bridge", "fer_ros.nodes.hri_bridge")]
+
+
 def fer_graph(camera_topic: str = DEFAULT_CAMERA_TOPIC) -> List[NodeSpec]:
     """List the nodes the launch file starts with a video source and recorder."""
     return [

@@ -7,18 +7,20 @@ launch_ros; test/test_launch_real.py runs it for real.
 import ast
 from pathlib import Path
 
-from fer_ros.graph import DEFAULT_CAMERA_TOPIC, fer_graph
+from fer_ros.graph import DEFAULT_CAMERA_TOPIC, OPTIONAL_NODES, fer_graph
 
 LAUNCH_FILE = Path(__file__).resolve().parent.parent / "launch" / "fer.launch.py"
 
 
 def launch_nodes():
-    """``Node(...)`` calls in the launch file: keyword -> AST node."""
+    """fer_ros ``Node(...)`` calls in the launch file: keyword -> AST node."""
     tree = ast.parse(LAUNCH_FILE.read_text())
     nodes = []
     for call in ast.walk(tree):
         if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Node":
-            nodes.append({k.arg: k.value for k in call.keywords})
+            keywords = {k.arg: k.value for k in call.keywords}
+            if literal(keywords["package"]) == "fer_ros":
+                nodes.append(keywords)
     return nodes
 
 
@@ -39,14 +41,13 @@ def declared_arguments():
 
 def test_same_nodes_and_executables():
     in_launch = {(literal(n["name"]), literal(n["executable"])) for n in launch_nodes()}
-    in_demo = {(spec.name, spec.executable) for spec in fer_graph()}
+    in_demo = {(spec.name, spec.executable) for spec in fer_graph() + OPTIONAL_NODES}
     assert in_launch == in_demo
-    assert all(literal(n["package"]) == "fer_ros" for n in launch_nodes())
 
 
 def test_same_remapped_inputs():
     for node in launch_nodes():
-        spec = next(s for s in fer_graph() if s.name == literal(node["name"]))
+        spec = next(s for s in fer_graph() + OPTIONAL_NODES if s.name == literal(node["name"]))
         remapped = set()
         if "remappings" in node:
             remapped = {literal(pair.elts[0]) for pair in node["remappings"].elts}
@@ -65,6 +66,6 @@ def test_executables_exist_as_entry_points_and_cmake_programs():
     repo = LAUNCH_FILE.parent.parent
     setup = (repo / "setup.py").read_text()
     cmake = (repo / "CMakeLists.txt").read_text()
-    for spec in fer_graph():
+    for spec in fer_graph() + OPTIONAL_NODES:
         assert f"{spec.executable} = {spec.module}:main" in setup
         assert f'"{spec.executable}:{spec.module}"' in cmake

@@ -339,6 +339,56 @@ def test_namespaced_run_applies_the_params_file(robot1):
     assert answer == "String value is: short_range", answer
 
 
+LIFECYCLE_SCRIPT = """
+import sys, rclpy
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+node_name, transitions = sys.argv[1], sys.argv[2:]
+rclpy.init()
+node = rclpy.create_node("lifecycle_probe")
+def call(service, kind, request):
+    client = node.create_client(kind, f"{node_name}/{service}")
+    assert client.wait_for_service(timeout_sec=60), f"no {node_name}/{service}"
+    future = client.call_async(request)
+    rclpy.spin_until_future_complete(node, future, timeout_sec=60)
+    return future.result()
+for name in transitions:
+    ok = call("change_state", ChangeState, ChangeState.Request(
+        transition=Transition(id=getattr(Transition, "TRANSITION_" + name.upper())))).success
+    print(name, ok)
+print(call("get_state", GetState, GetState.Request()).current_state.label)
+"""
+
+
+def lifecycle(session: RosSession, node: str, *transitions: str) -> List[str]:
+    """Drive a lifecycle node through its services, as `ros2 lifecycle set/get` do.
+
+    :return: one line per transition (``name True|False``), then the state label.
+    """
+    result = subprocess.run(session.wrap(sys.executable, "-c", LIFECYCLE_SCRIPT, node,
+                                         *transitions),
+                            env=session.env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("\n")[:-1]
+
+
+def test_namespaced_fer_node_is_active(robot1):
+    assert lifecycle(robot1, "/robot1/fer") == ["active"]
+
+
+def test_user_fast_dds_profile_is_kept(robot1):
+    # The session exports a profile of its own: the launch file keeps it.
+    assert "keeping your FASTDDS_DEFAULT_PROFILES_FILE=" in robot1.log("launch")
+
+
+def test_autostart_false_leaves_the_node_to_a_lifecycle_manager(pip_ros):
+    pip_ros.launch("launch", "autostart:=false")
+    assert lifecycle(pip_ros, "/fer") == ["unconfigured"]
+    assert lifecycle(pip_ros, "/fer", "configure", "activate") == [
+        "configure True", "activate True", "active"]
+    assert lifecycle(pip_ros, "/fer", "deactivate") == ["deactivate True", "inactive"]
+
+
 def test_ros2_param_set_of_a_run_time_parameter_takes_effect(robot1):
     result = robot1.param("set", "/robot1/fer", "min_detection_score", "0.8")
     assert result == "Set parameter successful", result
