@@ -70,6 +70,7 @@ setup(
         "fer_node = fer_ros.nodes.fer_node:main",
         "video_source = fer_ros.nodes.video_source:main",
         "emotion_recorder = fer_ros.nodes.emotion_recorder:main",
+        "hri_bridge = fer_ros.nodes.hri_bridge:main",
         "fer-ros-demo = fer_ros.demo:main",
         "fer-evaluate = fer_ros.evaluate_cli:main",
         "fer-analyze = fer_ros.session.cli:main",

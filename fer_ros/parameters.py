@@ -1,16 +1,16 @@
 """Every node's parameters: names, defaults, ranges and descriptions; params files.
 
-One table per node (``fer``, ``video_source``, ``emotion_recorder``) serves
-the node (which declares each entry with a ``ParameterDescriptor``), the
-pipeline and detector defaults, the tests, ``config/fer.yaml`` and the
-README, so they cannot disagree.  :func:`validate` checks values and
-:func:`read_params_file` reads a node's section of a ROS 2 parameters file,
-both without ROS.
+One table per node (``fer``, ``video_source``, ``emotion_recorder``,
+``hri_bridge``) serves the node (which declares each entry with a
+``ParameterDescriptor``), the pipeline and detector defaults, the tests,
+``config/fer.yaml`` and the README, so they cannot disagree.
+:func:`validate` checks values and :func:`read_params_file` reads a node's
+section of a ROS 2 parameters file, both without ROS.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -133,11 +133,39 @@ EMOTION_RECORDER_PARAMETERS: List[ParameterSpec] = [
                   "matched (for scripts that start a pipeline); '' = none", allow_empty=True),
 ]
 
+#: The fer node's parameters that configure the classifier, smoothing,
+#: stability and CNN-LSTM; the hri_bridge node's expression mode takes them over.
+CLASSIFIER_PARAMETER_NAMES = ("model", "dynamic_model", "test_time_views",
+                              "smoothing_time_constant_s", "stability_window_s",
+                              "dynamic_min_frames", "dynamic_stride", "threads")
+
+HRI_BRIDGE_PARAMETERS: List[ParameterSpec] = [
+    ParameterSpec("mode", "bridge",
+                  "'bridge': republish fer_ros' 'emotions' as ROS4HRI faces "
+                  "(/humans/faces/tracked, <id>/roi, <id>/expression); 'expression': classify "
+                  "the face crops of a ROS4HRI face detector and publish only "
+                  "/humans/faces/<id>/expression", choices=("bridge", "expression")),
+    ParameterSpec("face_timeout_s", 1.0,
+                  "a face not seen for this long leaves /humans/faces/tracked and loses its "
+                  "per-face topics, seconds; keep it above the time between two frames",
+                  (0.1, 600.0)),
+    ParameterSpec("max_tracked_faces", 32,
+                  "at most this many faces have per-face topics at once; a new face "
+                  "replaces the one unseen longest, or is left out while all are in view",
+                  (1, 256)),
+    ParameterSpec("crop_topic", "aligned",
+                  "expression mode: the face image to classify, "
+                  "/humans/faces/<id>/aligned or /humans/faces/<id>/cropped",
+                  choices=("aligned", "cropped")),
+] + [replace(spec, description=f"expression mode: {spec.description}")
+     for spec in FER_NODE_PARAMETERS if spec.name in CLASSIFIER_PARAMETER_NAMES]
+
 #: Each node's table, by node name.
 NODE_PARAMETERS: Dict[str, List[ParameterSpec]] = {
     "fer": FER_NODE_PARAMETERS,
     "video_source": VIDEO_SOURCE_PARAMETERS,
     "emotion_recorder": EMOTION_RECORDER_PARAMETERS,
+    "hri_bridge": HRI_BRIDGE_PARAMETERS,
 }
 
 PARAMETERS_BY_NAME: Dict[str, ParameterSpec] = {p.name: p for p in FER_NODE_PARAMETERS}

@@ -14,7 +14,8 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import (Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence,
+                    Tuple)
 
 import numpy as np
 
@@ -74,6 +75,26 @@ class PipelineConfig:
             if item.name in values:
                 setattr(config, item.name, type(getattr(config, item.name))(values[item.name]))
         return config
+
+
+#: Context added around a face crop made by another detector (ROS4HRI
+#: ``cropped`` / ``aligned`` images), share of its side: none, because the
+#: crop is all there is of the image.
+EXTERNAL_CROP_MARGIN = 0.0
+
+
+@dataclass
+class FaceCrop:
+    """A face image that another detector cut out (a ROS4HRI face crop).
+
+    :param face_id: that detector's id of the face, e.g. ``"f00003"``.
+    :param image: the crop, uint8 BGR/BGRA/gray, any size.
+    :param stamp: acquisition time of the frame it was cut from, seconds.
+    """
+
+    face_id: str
+    image: np.ndarray
+    stamp: float
 
 
 @dataclass
@@ -161,6 +182,7 @@ class EmotionPipeline:
         self.features = FeatureBuffer(dynamic.sequence_length if dynamic else 1)
         self._smoothed: Dict[str, Tuple[float, np.ndarray]] = {}
         self._dynamic_last: Dict[str, np.ndarray] = {}
+        self._crop_first_seen: Dict[str, float] = {}
 
     def reset(self) -> None:
         """Forget every face (ids are not reused)."""
@@ -169,13 +191,15 @@ class EmotionPipeline:
         self.features.reset()
         self._smoothed.clear()
         self._dynamic_last.clear()
+        self._crop_first_seen.clear()
 
     @property
     def state_size(self) -> Dict[str, int]:
         """Sizes of the per-face state, for diagnostics and soak tests."""
         return {"tracks": len(self.tracker.tracks), "stability": len(self.stability.faces),
                 "feature_buffers": len(self.features.faces),
-                "smoothing": len(self._smoothed), "dynamic": len(self._dynamic_last)}
+                "smoothing": len(self._smoothed), "dynamic": len(self._dynamic_last),
+                "crop_faces": len(self._crop_first_seen)}
 
     def process(self, bgr: np.ndarray, stamp: float) -> FrameResult:
         """Run the pipeline on one BGR uint8 frame taken at ``stamp`` seconds."""
@@ -205,20 +229,64 @@ class EmotionPipeline:
             timings["dynamic"] = _lap(clock)
         return FrameResult(stamp, results, len(self.tracker.tracks), timings)
 
+    def process_crops(self, crops: Sequence[FaceCrop],
+                      tracked_ids: Iterable[str]) -> List[FaceResult]:
+        """Classify faces that another detector found and cropped (ROS4HRI).
+
+        No detection and no tracking: each crop is one face, taken whole
+        (margin :data:`EXTERNAL_CROP_MARGIN`) to 48x48 gray, and the crops
+        are classified in one batch.  Smoothing, stability and the CNN-LSTM
+        run per face as in :meth:`process`, keyed by the given ids and timed
+        by each crop's own stamp.  The state of every face that is neither
+        among the crops nor in ``tracked_ids`` is forgotten first, so a call
+        without crops only forgets the faces that left.
+
+        :param crops: at most one crop per face id.
+        :param tracked_ids: the faces the detector still tracks (the crops'
+            own ids need not be listed).
+        :return: one result per crop, in order; ``detection`` is the whole
+            crop with score 1.0 (the detector's score is not known).
+        :raises ValueError: for two crops of one face or an empty crop.
+        """
+        ids = [crop.face_id for crop in crops]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"one crop per face, got face ids {ids}")
+        keep = set(tracked_ids) | set(ids)
+        gone = [face_id for face_id in self._crop_first_seen if face_id not in keep]
+        self._forget(gone)
+        for face_id in gone:
+            del self._crop_first_seen[face_id]
+        if not crops:
+            return []
+        probabilities, features = self.classifier.predict(
+            np.stack([_crop_to_face_input(crop) for crop in crops]))
+        results = []
+        for crop, probs in zip(crops, probabilities):
+            height, width = crop.image.shape[:2]
+            first_seen = self._crop_first_seen.setdefault(crop.face_id, crop.stamp)
+            results.append(self._face_result(
+                crop.face_id, FaceDetection(0.0, 0.0, float(width), float(height), 1.0),
+                probs, crop.stamp, first_seen))
+        if self.dynamic is not None:
+            self._run_dynamic(results, features)
+        return results
+
     def _face_result(self, face_id: str, detection: FaceDetection,
-                     probs: np.ndarray, stamp: float) -> FaceResult:
+                     probs: np.ndarray, stamp: float,
+                     first_seen: Optional[float] = None) -> FaceResult:
         labels = self.classifier.labels
         smoothed = self._smooth(face_id, probs, stamp)
         frame_label = labels[int(np.argmax(probs))]
         best = int(np.argmax(smoothed))
         frame_valence = float(valence_of(probs, labels))
         stability = self.stability.update(face_id, stamp, frame_label, frame_valence)
-        track = self.tracker.tracks[face_id]
+        if first_seen is None:
+            first_seen = self.tracker.tracks[face_id].first_seen
         return FaceResult(
             face_id=face_id, detection=detection, probabilities=probs,
             smoothed_probabilities=smoothed, label=labels[best], frame_label=frame_label,
             confidence=float(smoothed[best]), valence=float(valence_of(smoothed, labels)),
-            tracked_seconds=float(stamp - track.first_seen), stability=stability)
+            tracked_seconds=float(stamp - first_seen), stability=stability)
 
     def _smooth(self, face_id: str, probs: np.ndarray, stamp: float) -> np.ndarray:
         tau = self.config.smoothing_time_constant_s
@@ -318,6 +386,14 @@ def build_pipeline(values: Optional[Mapping[str, Any]] = None
     pipeline = EmotionPipeline(classifier, detector, PipelineConfig.from_values(settings),
                                dynamic)
     return pipeline, Path(classifier.source).stem
+
+
+def _crop_to_face_input(crop: FaceCrop) -> np.ndarray:
+    """Turn a whole face crop into the CNN's 48x48 gray input."""
+    height, width = crop.image.shape[:2]
+    if not (height and width):
+        raise ValueError(f"face {crop.face_id}: empty crop ({width}x{height})")
+    return crop_faces(to_gray(crop.image), [(0, 0, width, height)], EXTERNAL_CROP_MARGIN)[0]
 
 
 def _lap(start: float) -> float:

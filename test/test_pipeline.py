@@ -111,3 +111,89 @@ def test_overlay_draws_every_face_inside_the_image(tiny_model_paths):
     for face in result.faces:   # each box outline is drawn in the label's colour
         x, y = int(round(face.detection.x)), int(round(face.detection.y + 5))
         assert not np.array_equal(overlay[y, x], image[y, x])
+
+
+class NoDetector:
+    """Detector stand-in for crops from another detector: must never be called."""
+
+    def detect(self, image, bgr=True):
+        raise AssertionError("process_crops must not detect faces")
+
+
+def ros4hri_face_crop(image, box, side=128):
+    """Cut a face box and letterbox it into a square, as hri_face_detect's 'cropped'."""
+    import cv2
+
+    x, y, w, h = (int(round(v)) for v in box)
+    face = image[max(0, y):y + h, max(0, x):x + w]
+    scale = side / max(face.shape[:2])
+    face = cv2.resize(face, None, fx=scale, fy=scale)
+    out = np.zeros((side, side, 3), np.uint8)
+    top, left = (side - face.shape[0]) // 2, (side - face.shape[1]) // 2
+    out[top:top + face.shape[0], left:left + face.shape[1]] = face
+    return out
+
+
+@pytest.fixture(scope="module")
+def face_crop():
+    import cv2
+
+    image = cv2.imread(str(footage("single_face.jpg")))
+    detections = BlazeFaceDetector().detect(image, bgr=True)
+    assert len(detections) == 1
+    return ros4hri_face_crop(image, detections[0].box)
+
+
+def test_process_crops_keys_state_by_the_given_ids_and_forgets_faces_that_left(face_crop):
+    from fer_ros.pipeline import FaceCrop, load_dynamic
+
+    classifier = EmotionClassifier.load("3class")
+    dynamic = load_dynamic("auto", "3class", threads=1)
+    assert dynamic is not None
+    config = PipelineConfig(smoothing_time_constant_s=0.3, dynamic_min_frames=3,
+                            dynamic_stride=1)
+    pipeline = EmotionPipeline(classifier, NoDetector(), config, dynamic)
+    mirrored = np.ascontiguousarray(face_crop[:, ::-1])
+    for step in range(4):
+        results = pipeline.process_crops([FaceCrop("f00001", face_crop, 10.0 + 0.1 * step),
+                                          FaceCrop("f00002", mirrored, 10.0 + 0.1 * step)],
+                                         tracked_ids=["f00001", "f00002"])
+        assert [r.face_id for r in results] == ["f00001", "f00002"]
+        for result in results:
+            assert result.tracked_seconds == pytest.approx(0.1 * step)
+            assert result.stability.samples == step + 1
+            assert result.label in classifier.labels and -1.0 <= result.valence <= 1.0
+            assert (result.dynamic_probabilities is not None) == (step >= 2)
+    assert results[0].detection.box == (0.0, 0.0, 128.0, 128.0)
+
+    # Smoothing continues under the id: a darker crop of f00001 is pulled
+    # towards its history, while a new face shows that crop's own output.
+    darker = (face_crop // 3).astype(np.uint8)
+    again, fresh = pipeline.process_crops([FaceCrop("f00001", darker, 10.4),
+                                           FaceCrop("f00003", darker, 10.4)], ["f00002"])
+    assert np.allclose(fresh.smoothed_probabilities, fresh.probabilities)
+    assert np.allclose(again.probabilities, fresh.probabilities, atol=1e-5)
+    assert not np.allclose(again.smoothed_probabilities, again.probabilities, atol=1e-3)
+
+    # f00001 and f00003 leave the tracked list: their state goes, f00002's stays.
+    assert pipeline.process_crops([], tracked_ids=["f00002"]) == []
+    assert pipeline.state_size["crop_faces"] == 1
+    assert pipeline.stability.faces == ["f00002"] and pipeline.features.faces == ["f00002"]
+    back, = pipeline.process_crops([FaceCrop("f00001", face_crop, 11.0)], ["f00002"])
+    assert back.tracked_seconds == 0.0 and back.stability.samples == 1
+    assert back.sequence_length == 1 and back.dynamic_probabilities is None
+    pipeline.reset()
+    assert set(pipeline.state_size.values()) == {0}
+
+
+def test_process_crops_refuses_two_crops_of_one_face_and_empty_crops(face_crop):
+    from fer_ros.pipeline import FaceCrop
+
+    pipeline = EmotionPipeline(EmotionClassifier.load("3class"), NoDetector())
+    with pytest.raises(ValueError, match="one crop per face"):
+        pipeline.process_crops([FaceCrop("a", face_crop, 0.0), FaceCrop("a", face_crop, 0.0)],
+                               [])
+    with pytest.raises(ValueError, match="face b: empty crop"):
+        pipeline.process_crops([FaceCrop("b", face_crop[:0], 0.0)], [])
+    gray, = pipeline.process_crops([FaceCrop("c", face_crop[:, :, 0], 0.0)], [])
+    assert gray.label in pipeline.classifier.labels
