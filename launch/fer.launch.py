@@ -81,6 +81,7 @@ def generate_launch_description():
         parameters=[{"output_dir": LaunchConfiguration("output_dir")}], output="screen")
     hri_bridge = Node(
         package="fer_ros", executable="hri_bridge", name="hri_bridge", namespace=namespace,
+        parameters=[LaunchConfiguration("params_file")],
         condition=IfCondition(LaunchConfiguration("hri")), output="screen")
     rviz = OpaqueFunction(function=rviz_view, args=[share],
                           condition=IfCondition(LaunchConfiguration("rviz")))

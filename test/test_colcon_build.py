@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 def test_symlink_install_has_executables_launch_files_and_messages(colcon_workspace):
     colcon_workspace.require_built()
     install = colcon_workspace.install
-    for executable in ("fer_node", "video_source", "emotion_recorder"):
+    for executable in ("fer_node", "video_source", "emotion_recorder", "hri_bridge"):
         path = install / "lib" / "fer_ros" / executable
         assert path.is_file(), path
         assert os.access(path, os.X_OK), f"{path} is not executable"

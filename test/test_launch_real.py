@@ -45,7 +45,7 @@ RECORD_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 #: Longest wait for a node to answer ``ros2 param``, s.
 PARAM_TIMEOUT_S = 60.0
-EXECUTABLES = {"fer_node", "video_source", "emotion_recorder"}
+EXECUTABLES = {"fer_node", "video_source", "emotion_recorder", "hri_bridge"}
 
 _domain_counter = itertools.count()
 
@@ -279,7 +279,7 @@ def test_dev_setup_installs_the_ros2_tools_but_not_launch_testing():
 
 # --- pip route --------------------------------------------------------------
 
-def test_pip_route_lists_the_three_executables(pip_ros):
+def test_pip_route_lists_the_node_executables(pip_ros):
     env = dict(pip_ros.env)
     env.pop("AMENT_PREFIX_PATH", None)  # the venv alone finds its packages
     result = subprocess.run([pip_ros.ros2, "pkg", "executables", "fer_ros"], env=env,
