@@ -389,6 +389,57 @@ def test_autostart_false_leaves_the_node_to_a_lifecycle_manager(pip_ros):
     assert lifecycle(pip_ros, "/fer", "deactivate") == ["deactivate True", "inactive"]
 
 
+HRI_SCRIPT = """
+import math, sys, time, rclpy
+from hri_msgs.msg import Expression, IdsList
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+rclpy.init()
+node = rclpy.create_node("hri_probe")
+tracked, expressions = [], []
+qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+node.create_subscription(IdsList, "/humans/faces/tracked", tracked.append, qos)
+subscribed = set()
+print("ready", flush=True)
+deadline = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline and len(expressions) < 10:
+    rclpy.spin_once(node, timeout_sec=0.05)
+    for ids in tracked[-1:]:
+        for face in ids.ids:
+            if face not in subscribed:
+                subscribed.add(face)
+                node.create_subscription(
+                    Expression, f"/humans/faces/{face}/expression",
+                    lambda msg, face=face: expressions.append((face, msg)), qos)
+for face, msg in expressions:
+    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    print(face, stamp, msg.expression or "-", msg.valence, msg.confidence,
+          math.isnan(msg.arousal))
+print("tracked", sorted({face for ids in tracked for face in ids.ids}))
+"""
+
+
+def test_hri_true_publishes_ros4hri_faces_with_stamped_expressions(pip_ros):
+    probe = subprocess.Popen(pip_ros.wrap(sys.executable, "-c", HRI_SCRIPT,
+                                          str(RECORD_TIMEOUT_S)),
+                             env=pip_ros.env, stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    pip_ros.processes.append(probe)
+    assert probe.stdout.readline().strip() == "ready"
+    pip_ros.launch("launch", "hri:=true", "start_video_source:=true",
+                   f"video:={footage(LONG_VIDEO)}")
+    out, _ = probe.communicate(timeout=RECORD_TIMEOUT_S + 30)
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("tracked") and "face_1" in lines[-1], \
+        out + pip_ros.log("launch")
+    expressions = [line.split() for line in lines[:-1]]
+    assert len(expressions) >= 10, out
+    for face, stamp_s, _, valence, confidence, arousal_nan in expressions:
+        assert face == "face_1" and float(stamp_s) > 1e9  # the image's stamp, not 0
+        assert -1.0 <= float(valence) <= 1.0 and 0.0 < float(confidence) <= 1.0
+        assert arousal_nan == "True"
+    assert not launch_failures(pip_ros.log("launch"))
+
+
 def test_ros2_param_set_of_a_run_time_parameter_takes_effect(robot1):
     result = robot1.param("set", "/robot1/fer", "min_detection_score", "0.8")
     assert result == "Set parameter successful", result
