@@ -455,10 +455,20 @@ def test_recording_without_faces(tmp_path):
 
 def test_malformed_jsonl_is_one_error_line(tmp_path, capsys):
     path = tmp_path / "emotions.jsonl"
-    path.write_text('{"stamp": 1.0, "emotions": []}\nnot json\n')
+    path.write_text('not json\n[1, 2]\n')
     assert main(["--from-jsonl", str(path), "--output", str(tmp_path / "out")]) == 1
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and f"{path}:2" in error[0]
+    assert len(error) == 1 and f"{path}: has no records (line 1: not valid JSON" in error[0]
+
+
+def test_damaged_jsonl_line_is_a_warning(tmp_path, capsys):
+    path = tmp_path / "emotions.jsonl"
+    path.write_text('{"stamp": 1.0, "emotions": []}\nnot json\n{"stamp": 1.5, "emotions": []}\n')
+    assert main(["--from-jsonl", str(path), "--output", str(tmp_path / "out")]) == 0
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"fer-analyze: warning: {path}:2: ")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["frames_processed"] == 2 and summary["frames_expected"] == 3
 
 
 # --- small pure helpers ------------------------------------------------------------

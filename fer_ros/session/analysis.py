@@ -5,11 +5,14 @@ A session is a video file, a rosbag2 recording (an image topic) or the
 through exactly the node's core (:class:`fer_ros.pipeline.EmotionPipeline`
 built by :func:`fer_ros.pipeline.build_pipeline`); every face of every
 processed frame becomes one :class:`~fer_ros.session.data.FaceRow`.
-:func:`analyze_and_report` opens every input first (so a bad one fails
-before any work), analyses each session and writes per session
-``faces.csv``, ``summary.json``, three PNG figures, ``annotated.mp4``
-(videos and bags) and ``report.html``; with several sessions each gets its
-own folder and the top-level ``report.html`` compares them.
+:func:`analyze_and_report` opens every input first (so a bad one is known
+before any work: it stops a single session or a comparison, while a batch
+goes on with the other inputs and reports the bad ones at the end),
+analyses each session and writes per session ``faces.csv``,
+``summary.json``, three PNG figures, ``report.html`` and, last,
+``annotated.mp4`` (videos and bags), each file atomically; with several
+sessions each gets its own folder (named safely, inside ``--output``) and
+the top-level ``report.html`` compares them.
 
 Time axis: ``time_s`` counts seconds from the first frame of the input
 (the video position, or the header stamp minus the first one in a bag or
@@ -20,12 +23,13 @@ same frames replayed from a bag bit-for-bit comparable.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -39,14 +43,21 @@ from fer_ros.session.data import (FaceRow, FrameSelection, InputDescription, Pro
 from fer_ros.session.data_files import write_faces_csv, write_summary_json
 from fer_ros.session.figures import FIGURE_FILES, plot_shares, plot_timeline, plot_valence
 from fer_ros.session.html import write_comparison_report, write_session_report
-from fer_ros.session.recording import is_recording, load_recording
-from fer_ros.session.sources import expand_inputs, open_source
+from fer_ros.session.recording import is_recording, load_recording, recording_name
+from fer_ros.session.safe_output import OutputError, inside, remove_stale, session_names
+from fer_ros.session.sources import BagError, expand_inputs, open_source
 from fer_ros.session.summary import summarize
 from fer_ros.video_io import Frame
 
 
 #: A progress bar is shown for inputs with at least this many frames.
 PROGRESS_MIN_FRAMES = 150
+
+#: File name of the annotated video in a session folder.
+VIDEO_FILE = "annotated.mp4"
+
+#: Errors that concern one input: in a batch, the other inputs are still analysed.
+INPUT_ERRORS = (SessionError, BagError)
 
 
 def pipeline_values(params_file: Optional[Path], model: Optional[str]) -> Dict[str, Any]:
@@ -110,16 +121,19 @@ def analyze_source(source: SessionSource, pipeline: EmotionPipeline, model: str,
     :param on_frame: called with each processed frame and its result
         (e.g. to write the annotated video).
     :param show_progress: show a progress bar with ETA on stderr for long inputs.
-    :return: the session's rows.
+    :return: the session's rows; its warnings say when the input ended early.
     :raises SessionError: when no frame in the selection could be processed.
     """
     session = SessionData(source.description, model, tuple(pipeline.classifier.labels),
                           float(pipeline.config.stability_window_s), selection)
     started = time.perf_counter()
+    frames_read, reached_end = 0, False
     with progress_bar(source.description, selection, show_progress) as bar:
         for frame in source.frames():
             bar.update(1)
+            frames_read += 1
             if selection.past_end(frame.time_s):
+                reached_end = True
                 break
             if not selection.wants(frame.index, frame.time_s):
                 continue
@@ -135,6 +149,8 @@ def analyze_source(source: SessionSource, pipeline: EmotionPipeline, model: str,
             if on_frame is not None:
                 on_frame(image, result)
     session.processing_s = time.perf_counter() - started
+    if not reached_end:
+        session.note_frames_read(frames_read, getattr(source, "damage", ""))
     session.check_not_empty()
     return session
 
@@ -201,26 +217,47 @@ class AnalysisRequest:
     show_progress: bool = True
 
 
+@dataclass
+class AnalysisResult:
+    """What ``fer-analyze`` wrote.
+
+    :param report: the top report.html (None when no session could be analysed).
+    :param sessions: each analysed session's outputs.
+    :param failures: one line per input of a batch that could not be analysed.
+    """
+
+    report: Optional[Path]
+    sessions: List[SessionOutputs] = field(default_factory=list)
+    failures: List[str] = field(default_factory=list)
+
+
+def input_name(path: Path) -> str:
+    """Name the session of an input: file stem, folder name, or a recording's folder."""
+    if is_recording(path):
+        return recording_name(path)
+    return path.stem if path.is_file() else path.resolve().name
+
+
 def unique_names(paths: Sequence[Path]) -> List[str]:
-    """Folder names for the sessions: their stems, numbered where they clash."""
-    names: List[str] = []
-    for path in paths:
-        stem = path.parent.name if is_recording(path) and path.stem == "emotions" \
-            else (path.stem if path.is_file() else path.name)
-        name, number = stem, 2
-        while name in names:
-            name, number = f"{stem}_{number}", number + 1
-        names.append(name)
-    return names
+    """Folder names for the sessions: safe names of their inputs, numbered where they clash."""
+    return session_names(input_name(path) for path in paths)
 
 
-def analyze_and_report(request: AnalysisRequest) -> Tuple[Path, List[SessionOutputs]]:
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def analyze_and_report(request: AnalysisRequest) -> AnalysisResult:
     """Analyse every session of the request and write all outputs.
 
+    One input, or the two of ``--compare``: any problem stops the run.  A
+    batch (several inputs): an input that cannot be opened or analysed is
+    reported in ``failures`` and the others are analysed.
+
     :param request: inputs, output folder and options.
-    :return: the top report.html and each session's outputs.
-    :raises SessionError, BagError, ModelLoadError, DetectorError, OSError:
-        with one line naming the input and the problem.
+    :return: the top report.html, each session's outputs and the failures.
+    :raises SessionError, BagError, ModelLoadError, DetectorError, OutputError:
+        with one line naming the input or file and the problem.
     """
     values = pipeline_values(request.params_file, request.model)
     paths = request.recordings + expand_inputs(request.inputs)
@@ -233,70 +270,114 @@ def analyze_and_report(request: AnalysisRequest) -> Tuple[Path, List[SessionOutp
         raise SessionError(f"--compare needs exactly two sessions, got {len(paths)}")
     if request.output.exists() and not request.output.is_dir():
         raise SessionError(f"{request.output}: exists and is not a folder")
-    sources = {path: open_source(path, request.topic) for path in paths
-               if path not in request.recordings and not is_recording(path)}
-    for source in sources.values():
-        check_start(source.description, request.selection)
-    names = unique_names(paths)
-    single = len(paths) == 1
-    request.output.mkdir(parents=True, exist_ok=True)
-    results: List[SessionOutputs] = []
+    batch = len(paths) > 1 and not request.compare
+    failures: Dict[Path, str] = {}
+    sources: Dict[Path, Any] = {}
+    result = AnalysisResult(None)
     try:
-        for path, name in zip(paths, names):
-            folder = request.output if single else request.output / name
-            folder.mkdir(parents=True, exist_ok=True)
-            results.append(_analyze_one(path, name, folder, sources.get(path), values,
-                                        request))
+        for path in paths:
+            if path in request.recordings or is_recording(path):
+                continue
+            try:
+                sources[path] = open_source(path, request.topic)
+                check_start(sources[path].description, request.selection)
+            except INPUT_ERRORS as error:
+                if not batch:
+                    raise
+                failures[path] = _one_line(error)
+        request.output.mkdir(parents=True, exist_ok=True)
+        for path, name in zip(paths, unique_names(paths)):
+            if path in failures:
+                continue
+            folder = request.output if len(paths) == 1 else \
+                inside(request.output, request.output / name)
+            try:
+                result.sessions.append(_analyze_one(path, name, folder, sources.get(path),
+                                                    values, request))
+            except INPUT_ERRORS as error:
+                if not batch:
+                    raise
+                failures[path] = _one_line(error)
     finally:
         for source in sources.values():
             source.close()
-    if single:
-        return results[0].files[-1], results
-    return write_comparison_report(results, request.output), results
+    result.failures = [failures[path] for path in paths if path in failures]
+    if len(paths) == 1:
+        result.report = result.sessions[0].files[-1]
+    elif result.sessions:
+        result.report = write_comparison_report(result.sessions, request.output)
+    return result
 
 
 def _analyze_one(path: Path, name: str, folder: Path, source: Any,
                  values: Dict[str, Any], request: AnalysisRequest) -> SessionOutputs:
+    """Analyse one session and write its outputs (nothing is left half-written)."""
     from fer_ros.pipeline import build_pipeline
 
-    files: List[Path] = []
-    if source is None:
-        session = load_recording(path, request.selection)
-    else:
-        pipeline, model = build_pipeline(values)
-        writer = None
-        if request.annotated_video:
-            rate = source.description.frame_rate / request.selection.every
-            writer = AnnotatedVideoWriter(folder / "annotated.mp4", rate)
-        try:
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    writer: Optional[AnnotatedVideoWriter] = None
+    try:
+        if source is None:
+            session = load_recording(path, request.selection)
+        else:
+            pipeline, model = build_pipeline(values)
+            if request.annotated_video:
+                rate = source.description.frame_rate / request.selection.every
+                writer = AnnotatedVideoWriter(folder / VIDEO_FILE, rate)
             session = analyze_source(source, pipeline, model, request.selection, writer,
                                      request.show_progress)
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is not None and writer.frames:
-            files.append(writer.path)
-    session.description.name = name
-    return write_session_outputs(session, folder, files)
+        session.description.name = name
+        return write_session_outputs(session, folder, writer)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def write_session_outputs(session: SessionData, folder: Path,
-                          extra_files: Sequence[Path] = ()) -> SessionOutputs:
-    """Write faces.csv, summary.json, the figures and report.html of a session.
+                          video: Optional[AnnotatedVideoWriter] = None) -> SessionOutputs:
+    """Write faces.csv, summary.json, the figures, report.html, then the annotated video.
+
+    Each file is written atomically, the small ones first; the video was
+    streamed into a temporary file during the analysis and only gets its
+    name at the end.  When the video could not be written completely (a
+    full disk), it is deleted, which frees its space, the other outputs are
+    still written, and then its error is raised.  An ``annotated.mp4`` of
+    an earlier run that this run does not replace is removed.
 
     :param session: the analysed session.
     :param folder: its output folder (exists).
-    :param extra_files: files already written there (the annotated video).
+    :param video: the annotated video being written, or None.
     :return: what was written.
+    :raises OutputError: naming the file that could not be written.
     """
     summary = summarize(session)
     outputs = SessionOutputs(session.description.name, folder, summary)
+    video_error: Optional[OutputError] = None
+    if video is not None:
+        try:
+            video.finish()
+        except OutputError as error:
+            video_error = error
+    with_video = video is not None and video_error is None and video.frames > 0
+    if not with_video:
+        remove_stale(folder, [VIDEO_FILE])
     outputs.files += [write_faces_csv(session, folder / "faces.csv"),
-                      write_summary_json(summary, folder / "summary.json"), *extra_files]
+                      write_summary_json(summary, folder / "summary.json")]
+    if with_video:
+        outputs.files.append(folder / VIDEO_FILE)  # linked from the report, renamed last
     outputs.figures = {
         "timeline": plot_timeline(session, folder / FIGURE_FILES["timeline"]),
         "valence": plot_valence(session, folder / FIGURE_FILES["valence"]),
         "shares": plot_shares(session, summary, folder / FIGURE_FILES["shares"])}
     outputs.files += list(outputs.figures.values())
     write_session_report(outputs)
+    if video_error is not None:
+        raise video_error
+    if video is not None:
+        video.commit()
     return outputs

@@ -67,6 +67,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from fer_ros.model_files import ModelLoadError
     from fer_ros.session.analysis import AnalysisRequest, analyze_and_report
     from fer_ros.session.data import FrameSelection, SessionError
+    from fer_ros.session.safe_output import OutputError
     from fer_ros.session.sources import BagError
 
     if args.compare and args.inputs:
@@ -78,20 +79,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             FrameSelection(args.start, args.end, args.every), args.topic, args.model,
             args.params_file, args.from_jsonl, bool(args.compare), not args.no_video,
             not args.quiet)
-        report, sessions = analyze_and_report(request)
-    except (SessionError, BagError, ModelLoadError, OSError) as error:
-        print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        result = analyze_and_report(request)
+    except (SessionError, BagError, ModelLoadError, OutputError, OSError) as error:
+        print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    for outputs in sessions:
+    for outputs in result.sessions:
         overall = outputs.summary["session"]
         emotion = f"mostly {overall['dominant_emotion']}" if overall["faces"] else "no face"
         print(f"{outputs.name}: {outputs.summary['frames_processed']} frames, "
               f"{overall['faces']} face(s), {emotion}; written to {outputs.folder}")
-    print(f"report: {report}")
+        for warning in outputs.summary.get("warnings", ()):
+            print(f"{PROG}: warning: {one_line(warning)}", file=sys.stderr)
+    for failure in result.failures:
+        print(f"{PROG}: error: {failure}", file=sys.stderr)
+    if result.report is not None:
+        print(f"report: {result.report}")
+    if result.failures:
+        print(f"{PROG}: {len(result.failures)} of {len(result.failures) + len(result.sessions)}"
+              " inputs could not be analysed", file=sys.stderr)
+        return 1
     return 0
+
+
+def one_line(message: object) -> str:
+    """Return a message (or exception) as one line."""
+    return " ".join(str(message).split()) or type(message).__name__
 
 
 if __name__ == "__main__":

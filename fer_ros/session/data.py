@@ -6,6 +6,7 @@ Pure data, shared by the inputs (:mod:`~fer_ros.session.sources`,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Protocol, Tuple
@@ -13,6 +14,11 @@ from typing import Any, Dict, Iterator, List, Optional, Protocol, Tuple
 import numpy as np
 
 from fer_ros.video_io import DEFAULT_FRAME_RATE, Frame
+
+
+#: Share of a video's announced frame count that may be missing at its end
+#: without a warning (containers that store no index estimate the count).
+FRAME_COUNT_TOLERANCE = 0.01
 
 
 class SessionError(ValueError):
@@ -33,6 +39,10 @@ class FrameSelection:
     every: int = 1
 
     def __post_init__(self) -> None:
+        for option, value in (("--start", self.start_s), ("--end", self.end_s)):
+            if value is not None and not math.isfinite(value):
+                raise SessionError(f"{option} must be a finite number of seconds, "
+                                   f"got {value}")
         if self.every < 1:
             raise SessionError(f"--every must be at least 1, got {self.every}")
         if self.start_s < 0:
@@ -79,9 +89,15 @@ class InputDescription:
 
 
 class SessionSource(Protocol):
-    """A video or rosbag2 input: its description and its frames."""
+    """A video or rosbag2 input: its description and its frames.
+
+    ``damage`` says, after :meth:`frames` stopped, why it stopped before
+    the end of the input ("" when it did not, or when the decoder gave no
+    reason).
+    """
 
     description: InputDescription
+    damage: str
 
     def frames(self) -> Iterator[Frame]:
         """Yield frames in input order."""
@@ -159,6 +175,11 @@ class SessionData:
     :param skipped_frames: selected frames that could not be decoded.
     :param skip_reason: why the first of them could not be decoded.
     :param processing_s: wall time of the analysis, seconds.
+    :param frames_read: frames read from the input when it ended early
+        (damaged or truncated), else None.
+    :param ended_early: how it ended early, in words ("" when it did not).
+    :param warnings: one line each: what was wrong with the input although
+        it could be analysed (shown by the CLI, in summary.json and the report).
     """
 
     description: InputDescription
@@ -171,6 +192,9 @@ class SessionData:
     skipped_frames: int = 0
     skip_reason: str = ""
     processing_s: float = 0.0
+    frames_read: Optional[int] = None
+    ended_early: str = ""
+    warnings: List[str] = field(default_factory=list)
 
     def face_ids(self) -> List[str]:
         """Face ids in order of first appearance."""
@@ -190,6 +214,31 @@ class SessionData:
         rate = self.description.frame_rate
         return self.selection.every / (rate if rate > 0 else DEFAULT_FRAME_RATE)
 
+    def note_frames_read(self, frames_read: int, damage: str = "") -> None:
+        """Record how many frames the input gave; warn when it ended early.
+
+        Call it only when reading reached the end of the input (not when it
+        stopped at ``--end``).  An input ends early when its reader reports
+        damage, or when it gave fewer frames than its header announced
+        (beyond FRAME_COUNT_TOLERANCE: some containers only estimate it).
+
+        :param frames_read: frames the input yielded.
+        :param damage: the reader's reason for stopping early, or "".
+        """
+        expected = self.description.frame_count
+        missing = expected - frames_read
+        if not damage and missing <= max(1, FRAME_COUNT_TOLERANCE * expected):
+            return
+        self.frames_read = frames_read
+        if missing > 0:
+            self.ended_early = (f"the input ended after {frames_read} of {expected} frames "
+                                f"({damage or 'truncated or damaged'})")
+        else:
+            self.ended_early = (f"the input ended early after {frames_read} frames "
+                                f"({damage})")
+        self.warnings.append(f"{self.description.path}: {self.ended_early}; the results "
+                             "cover the frames read")
+
     def check_not_empty(self) -> None:
         """Raise when no frame was processed, saying why in one line.
 
@@ -198,6 +247,8 @@ class SessionData:
         if self.frames:
             return
         path = self.description.path
+        if self.ended_early and not self.skipped_frames:
+            raise SessionError(f"{path}: {self.ended_early}, before any frame to analyse")
         if self.skipped_frames:
             raise SessionError(f"{path}: no frame could be decoded ({self.skip_reason})")
         selection = self.selection

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, Sequence
 
 from fer_ros.session.data import FaceRow, SessionData
+from fer_ros.session.safe_output import atomic_path, write_text
 
 
 def csv_header(labels: Sequence[str]) -> List[str]:
@@ -36,14 +37,16 @@ def write_faces_csv(session: SessionData, path: Path) -> Path:
     """Write one row per face per processed frame.
 
     :param session: the session.
-    :param path: the CSV file to write.
+    :param path: the CSV file to write (atomically).
     :return: ``path``.
+    :raises OutputError: naming the file when it cannot be written.
     """
-    with open(path, "w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(csv_header(session.labels))
-        for row in session.rows:
-            writer.writerow(csv_values(row, session.labels))
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", encoding="utf-8", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(csv_header(session.labels))
+            for row in session.rows:
+                writer.writerow(csv_values(row, session.labels))
     return path
 
 
@@ -51,8 +54,8 @@ def write_summary_json(summary: Mapping[str, Any], path: Path) -> Path:
     """Write the summary as indented JSON.
 
     :param summary: from :func:`summarize`.
-    :param path: the file to write.
+    :param path: the file to write (atomically).
     :return: ``path``.
+    :raises OutputError: naming the file when it cannot be written.
     """
-    path.write_text(json.dumps(summary, indent=2) + "\n")
-    return path
+    return write_text(path, json.dumps(summary, indent=2) + "\n")

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from fer_ros.session.data import FaceRow, SessionData
+from fer_ros.session.safe_output import atomic_path
 
 
 #: Colour of each emotion in every figure (red negative, grey neutral, green positive).
@@ -58,6 +59,28 @@ def _figure(height_in: float) -> Any:
 
     return Figure(figsize=(FIGURE_WIDTH_IN, height_in), dpi=FIGURE_DPI,
                   layout="constrained")
+
+
+def plain(text: str) -> str:
+    r"""Escape ``$`` so matplotlib draws a name as plain text, never as mathtext.
+
+    Face ids and session names come from inputs; ``$\frac{1$`` would
+    otherwise be parsed as a formula and fail.
+    """
+    return str(text).replace("$", r"\$")
+
+
+def save(fig: Any, path: Path) -> Path:
+    """Save a figure as PNG atomically (temporary file, then rename).
+
+    :param fig: the figure.
+    :param path: the PNG file.
+    :return: ``path``.
+    :raises OutputError: naming the file when it cannot be written.
+    """
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, format="png")
+    return path
 
 
 def label_colour(label: str, index: int = 0) -> str:
@@ -127,7 +150,7 @@ def label_runs(rows: Sequence[FaceRow], period_s: float) -> List[Tuple[str, floa
 def _legend_handles(labels: Sequence[str]) -> List[Any]:
     from matplotlib.patches import Patch
 
-    return [Patch(facecolor=label_colour(label, i), label=label)
+    return [Patch(facecolor=label_colour(label, i), label=plain(label))
             for i, label in enumerate(labels)]
 
 
@@ -176,7 +199,7 @@ def plot_timeline(session: SessionData, path: Path) -> Path:
                            color=label_colour(label, session.labels.index(label)))
         ax.set_ylim(0, 1.18)
         ax.set_yticks([0, 0.5, 1.0])
-        ax.set_ylabel(f"{face_id}\nprobability")
+        ax.set_ylabel(f"{plain(face_id)}\nprobability")
         ax.grid(axis="x", alpha=0.3)
     if not faces:
         _no_faces(axes[0])
@@ -185,8 +208,7 @@ def plot_timeline(session: SessionData, path: Path) -> Path:
     fig.suptitle("Emotion over time per face: stacked areas = smoothed class "
                  "probabilities, top bar = published label")
     _label_legend(fig, session.labels)
-    fig.savefig(path)
-    return path
+    return save(fig, path)
 
 
 def plot_valence(session: SessionData, path: Path) -> Path:
@@ -211,7 +233,7 @@ def plot_valence(session: SessionData, path: Path) -> Path:
         ax_valence.plot(*with_gaps(times, window_mean(times, valence, window), period),
                         color=colour, linewidth=2.2)
         ax_stability.plot(*with_gaps(times, np.array([r.stability for r in rows]), period),
-                          color=colour, linewidth=1.8, label=face_id)
+                          color=colour, linewidth=1.8, label=plain(face_id))
     ax_valence.axhline(0.0, color="#444444", linewidth=0.8)
     ax_valence.set_ylim(-1.05, 1.05)
     ax_valence.set_ylabel("valence\n(-1 negative, +1 positive)")
@@ -239,8 +261,7 @@ def plot_valence(session: SessionData, path: Path) -> Path:
                    ncol=min(len(faces), MAX_PLOTTED_FACES))
     else:
         _no_faces(ax_valence)
-    fig.savefig(path)
-    return path
+    return save(fig, path)
 
 
 def plot_shares(session: SessionData, summary: Mapping[str, Any], path: Path) -> Path:
@@ -256,7 +277,7 @@ def plot_shares(session: SessionData, summary: Mapping[str, Any], path: Path) ->
         (face_id, summary["faces"][face_id]["emotion_shares"]) for face_id in faces]
     fig = _figure(1.6 + 0.55 * len(entries))
     ax = fig.subplots()
-    _draw_stacked_shares(ax, [name for name, _ in entries][::-1], session.labels,
+    _draw_stacked_shares(ax, [plain(name) for name, _ in entries][::-1], session.labels,
                          [share for _, share in entries][::-1], fontsize=10)
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter("{x:.0%}")
@@ -264,8 +285,7 @@ def plot_shares(session: SessionData, summary: Mapping[str, Any], path: Path) ->
     if not session.rows:
         _no_faces(ax)
     _label_legend(fig, session.labels)
-    fig.savefig(path)
-    return path
+    return save(fig, path)
 
 
 def _draw_stacked_shares(ax: Any, positions: Sequence[Any], labels: Sequence[str],
@@ -281,7 +301,7 @@ def _draw_stacked_shares(ax: Any, positions: Sequence[Any], labels: Sequence[str
     left = np.zeros(len(positions))
     for i, label in enumerate(labels):
         values = np.array([share.get(label, 0.0) for share in shares])
-        ax.barh(positions, values, left=left, color=label_colour(label, i), label=label,
+        ax.barh(positions, values, left=left, color=label_colour(label, i), label=plain(label),
                 edgecolor="white")
         for y, (x0, value) in enumerate(zip(left, values)):
             if value >= MIN_LABELLED_SHARE:
@@ -311,7 +331,7 @@ def plot_comparison(names: Sequence[str], summaries: Sequence[Mapping[str, Any]]
         if not stats["faces"]:
             ax_shares.text(0.5, y, "no faces", ha="center", va="center", fontsize=9,
                            color="#666666")
-    ax_shares.set_yticks(rows, names)
+    ax_shares.set_yticks(rows, [plain(name) for name in names])
     ax_shares.invert_yaxis()
     ax_shares.set_xlim(0, 1)
     ax_shares.xaxis.set_major_formatter("{x:.0%}")
@@ -329,8 +349,7 @@ def plot_comparison(names: Sequence[str], summaries: Sequence[Mapping[str, Any]]
     fig.suptitle("Sessions compared (all faces of each session together; numbers in "
                  "the table)")
     _label_legend(fig, labels)
-    fig.savefig(path)
-    return path
+    return save(fig, path)
 
 
 def _valence_colour(value: Optional[float]) -> str:

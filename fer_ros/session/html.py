@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from fer_ros.session.data import SessionOutputs
 from fer_ros.session.figures import (FIGURE_FILES, MAX_TABLE_FACES, NEUTRAL_VALENCE_BAND,
                                      label_colour, plot_comparison)
+from fer_ros.session.safe_output import write_text
 
 
 STYLE = """
@@ -40,6 +42,22 @@ def data_uri(path: Path) -> str:
 
 def _e(value: Any) -> str:
     return html.escape(str(value))
+
+
+def relative_href(*segments: str) -> str:
+    """Make an href to a file beside the report: relative, each segment percent-encoded.
+
+    ``./`` first and ``:`` and ``/`` encoded, so no name can become a
+    scheme (``javascript:``), an absolute path or another folder.
+
+    :param segments: folder and file names, e.g. ``("session1", "report.html")``.
+    :return: the escaped attribute value, e.g. ``./session1/report.html``.
+    :raises ValueError: for an empty, ``.`` or ``..`` segment (browsers
+        read ``%2E%2E`` as ``..`` too; session names never are one).
+    """
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise ValueError(f"not a file or folder name: {segments}")
+    return _e("./" + "/".join(quote(segment, safe="") for segment in segments))
 
 
 def _percent(value: Optional[float]) -> str:
@@ -106,10 +124,14 @@ def overview_html(summary: Mapping[str, Any]) -> str:
             ("Frames", f"{summary['frames_processed']} analysed, "
                        f"{summary['frames_with_faces']} with a face"
              + (f", {summary['frames_unreadable']} unreadable (skipped)"
-                if summary["frames_unreadable"] else "")),
+                if summary["frames_unreadable"] else "")
+             + (f"; <b>the input ended early: {summary['frames_read']} of "
+                f"{summary['frames_expected']} frames read</b>"
+                if "frames_read" in summary else "")),
             ("Model", _e(summary["model"] or "unknown") + " — classes "
              + _e(", ".join(summary["labels"]))),
             ("Stability window T", f"{summary['stability_window_s']:g} s")]
+    rows += [("Warning", _e(warning)) for warning in summary.get("warnings", ())]
     table = "".join(f'<tr><th class="l">{k}</th><td class="l">{v}</td></tr>' for k, v in rows)
     return f'<div class="cards">{card_html}</div><table>{table}</table>'
 
@@ -169,19 +191,20 @@ stability values are comparable only between sessions analysed with the same ste
 
 
 def session_body_html(outputs: SessionOutputs, heading: str = "h2",
-                      file_prefix: str = "", glossary: bool = True) -> str:
+                      folder: Sequence[str] = (), glossary: bool = True) -> str:
     """Make the report body of one session (figures embedded, links to its files).
 
     :param outputs: the session's outputs.
     :param heading: tag of the section headings.
-    :param file_prefix: relative folder of the session's files from the report.
+    :param folder: relative folder of the session's files from the report,
+        as path segments (empty: the same folder).
     :param glossary: include the "How to read this" section.
     """
     summary = outputs.summary
     figures = "".join(
         f'<img alt="{_e(key)}" src="{data_uri(outputs.figures[key])}">'
         for key in FIGURE_FILES if key in outputs.figures)
-    files = ", ".join(f'<a href="{_e(file_prefix + p.name)}">{_e(p.name)}</a>'
+    files = ", ".join(f'<a href="{relative_href(*folder, p.name)}">{_e(p.name)}</a>'
                       for p in outputs.files if p.suffix not in (".png", ".html"))
     return (f"<{heading}>Overview</{heading}>{overview_html(summary)}"
             f"<{heading}>Faces</{heading}>{faces_table_html(summary)}"
@@ -208,9 +231,8 @@ def write_session_report(outputs: SessionOutputs) -> Path:
     outputs.files.append(path)
     summary = outputs.summary
     subtitle = f"{input_text(summary)} — model {summary['model'] or 'unknown'}"
-    path.write_text(html_page(f"Emotion session report: {outputs.name}", subtitle,
-                              session_body_html(outputs)))
-    return path
+    return write_text(path, html_page(f"Emotion session report: {outputs.name}", subtitle,
+                                      session_body_html(outputs)))
 
 
 def comparison_rows(summaries: Sequence[Mapping[str, Any]]
@@ -280,19 +302,18 @@ def write_comparison_report(sessions: Sequence[SessionOutputs], folder: Path) ->
     columns = "".join(
         f"<div><h3>{_e(s.name)}</h3>"
         f'<p class="note">{_e(input_text(s.summary))}; {_e(selection_text(s.summary))}. '
-        f'<a href="{_e(s.folder.name)}/report.html">Full report</a></p>'
+        f'<a href="{relative_href(s.folder.name, "report.html")}">Full report</a></p>'
         + "".join(f'<img alt="{key}" src="{data_uri(s.figures[key])}">'
                   for key in ("shares", "valence") if key in s.figures) + "</div>"
         for s in sessions)
     sections = "".join(
         f"<h2>Session {_e(s.name)}</h2>"
-        + session_body_html(s, "h3", f"{s.folder.name}/", glossary=False)
+        + session_body_html(s, "h3", (s.folder.name,), glossary=False)
         for s in sessions)
     body = (f"<h2>Comparison</h2>{comparison_table_html(names, summaries)}"
             f'<img alt="comparison" src="{data_uri(figure)}">'
             f'<div class="cols">{columns}</div>{sections}'
             f"<h2>How to read this</h2>{GLOSSARY}")
     title = "Emotion sessions compared: " + " vs ".join(names)
-    path = folder / "report.html"
-    path.write_text(html_page(title, f"{len(sessions)} sessions", body))
-    return path
+    return write_text(folder / "report.html",
+                      html_page(title, f"{len(sessions)} sessions", body))

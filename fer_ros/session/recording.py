@@ -6,6 +6,8 @@ Each record (one EmotionArray as JSON) is one processed frame; no model runs.
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -28,28 +30,77 @@ def is_recording(path: Path) -> bool:
     return path.suffix.lower() == RECORDING_SUFFIX
 
 
-def read_records(path: Path) -> Iterator[Tuple[int, Dict[str, Any]]]:
-    """Yield ``(line number, record)`` for each non-empty line of a JSONL file.
+@dataclass
+class RecordFile:
+    """The records of an ``emotions.jsonl`` and the lines that were not records.
+
+    :param records: ``(line number, record)`` of every line that is a JSON object.
+    :param damaged: ``(line number, what is wrong)`` of every other non-empty line.
+    :param last_line: number of the last non-empty line.
+    """
+
+    records: List[Tuple[int, Dict[str, Any]]] = field(default_factory=list)
+    damaged: List[Tuple[int, str]] = field(default_factory=list)
+    last_line: int = 0
+
+    def damage_warning(self, path: Path) -> str:
+        """One line naming the damaged lines ("" when there are none)."""
+        if not self.damaged:
+            return ""
+        number, problem = self.damaged[0]
+        more = f" and {len(self.damaged) - 1} more" if len(self.damaged) > 1 else ""
+        last = " (the last line: cut by an interrupted recorder?)" \
+            if len(self.damaged) == 1 and number == self.last_line else ""
+        return (f"{path}:{number}: skipped a damaged line{more}, {problem}{last}; "
+                f"the {len(self.records)} complete records are kept")
+
+
+def read_record_file(path: Path) -> RecordFile:
+    """Read every line of a JSONL file, keeping the JSON objects and noting the rest.
+
+    A recorder killed mid-write leaves a cut last line; that line (and any
+    other that is not a JSON object) is noted in ``damaged``, never fatal.
 
     :param path: an ``emotions.jsonl``.
-    :raises SessionError: for a missing file or a line that is not a JSON object.
+    :return: its records and damaged lines.
+    :raises SessionError: when the file cannot be read.
     """
     try:
-        lines = path.read_text().splitlines()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SessionError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SessionError(f"{path}: cannot read ({error})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    except OSError as error:
+        raise SessionError(f"{path}: cannot read ({error.strerror or error})") from None
+    result = RecordFile()
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
             continue
+        result.last_line = number
         try:
-            record = json.loads(line)
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            result.damaged.append((number, "not UTF-8 text"))
+            continue
         except json.JSONDecodeError as error:
-            raise SessionError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            result.damaged.append((number, f"not valid JSON ({error.msg})"))
+            continue
+        except (ValueError, RecursionError) as error:  # e.g. a 5,000-digit number
+            result.damaged.append((number, f"not valid JSON ({type(error).__name__})"))
+            continue
         if not isinstance(record, dict):
-            raise SessionError(f"{path}:{number}: not a JSON object")
-        yield number, record
+            result.damaged.append((number, "not a JSON object"))
+            continue
+        result.records.append((number, record))
+    return result
+
+
+def read_records(path: Path) -> Iterator[Tuple[int, Dict[str, Any]]]:
+    """Yield ``(line number, record)`` for each line of a JSONL file that is a JSON object.
+
+    :param path: an ``emotions.jsonl``.
+    :raises SessionError: when the file cannot be read.
+    """
+    yield from read_record_file(path).records
 
 
 def record_stamp(record: Mapping[str, Any]) -> float:
@@ -82,7 +133,11 @@ def face_row_from_record(index: int, time_s: float, stamp: float,
     if len(probabilities) != len(labels):
         raise ValueError(f"{len(probabilities)} probabilities for {len(labels)} labels")
     smoothed = float_tuple(emotion.get("smoothed_probabilities") or probabilities)
+    if len(smoothed) != len(labels):
+        raise ValueError(f"{len(smoothed)} smoothed probabilities for {len(labels)} labels")
     label = str(emotion.get("label") or labels[int(np.argmax(smoothed))])
+    if label not in labels:
+        raise ValueError(f"label {label!r} is not one of its labels {list(labels)}")
     roi = emotion.get("roi") or {}
     box = (float(roi.get("x_offset", 0)), float(roi.get("y_offset", 0)),
            float(roi.get("width", 0)), float(roi.get("height", 0)))
@@ -108,34 +163,43 @@ def load_recording(path: Path, selection: FrameSelection) -> SessionData:
     :param selection: ``start_s``/``end_s`` relative to the first record;
         ``every`` keeps every Nth record.
     :return: the session.
-    :raises SessionError: for a missing, empty or malformed file.
+    :raises SessionError: for a missing or empty file, or a malformed record;
+        lines that are not JSON objects (a cut last line) are skipped with a
+        warning in the session.
     """
-    records = list(read_records(path))
+    read = read_record_file(path)
+    records = read.records
     if not records:
-        raise SessionError(f"{path}: has no records")
+        hint = f" (line {read.damaged[0][0]}: {read.damaged[0][1]})" if read.damaged else ""
+        raise SessionError(f"{path}: has no records{hint}")
     labels = _recording_labels(path, records)
     first = records[0][1]
     stamps = [_stamp_of(path, number, record) for number, record in records]
     duration = stamps[-1] - stamps[0]
     rate = (len(records) - 1) / duration if duration > 0 else 0.0
-    description = InputDescription(str(path), _recording_name(path), "recording", rate,
+    description = InputDescription(str(path), recording_name(path), "recording", rate,
                                    len(records))
-    window = float(first.get("stability_window") or DEFAULT_STABILITY_WINDOW_S)
+    window = _stability_window(path, first)
     session = SessionData(description, str(first.get("model", "")), labels, window,
                           selection)
+    if read.damaged:
+        session.frames_read = len(records)
+        session.description.frame_count = len(records) + len(read.damaged)
+        session.warnings.append(read.damage_warning(path))
     for index, ((number, record), stamp) in enumerate(zip(records, stamps)):
         time_s = stamp - stamps[0]
         if selection.past_end(time_s):
             break
         if not selection.wants(index, time_s):
             continue
-        emotions = record.get("emotions") or []
+        emotions = _emotions_of(path, number, record)
         try:
             rows = [face_row_from_record(index, time_s, stamp, emotion, labels)
                     for emotion in emotions]
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as error:
             raise SessionError(f"{path}:{number}: malformed emotion entry "
-                               f"({type(error).__name__}: {error})") from None
+                               f"({type(error).__name__}: {' '.join(str(error).split())})"
+                               ) from None
         session.frames.append(ProcessedFrame(index, time_s, len(rows)))
         session.rows.extend(rows)
     session.check_not_empty()
@@ -144,18 +208,46 @@ def load_recording(path: Path, selection: FrameSelection) -> SessionData:
 
 def _stamp_of(path: Path, number: int, record: Mapping[str, Any]) -> float:
     try:
-        return record_stamp(record)
-    except (KeyError, TypeError, ValueError):
+        stamp = record_stamp(record)
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise SessionError(f"{path}:{number}: record has no 'stamp' "
                            "(nor header.stamp)") from None
+    if not math.isfinite(stamp):
+        raise SessionError(f"{path}:{number}: stamp is not a finite number ({stamp})")
+    return stamp
+
+
+def _emotions_of(path: Path, number: int, record: Mapping[str, Any]
+                 ) -> List[Mapping[str, Any]]:
+    """Return the ``emotions`` entries of a record, checked to be a list of objects."""
+    emotions = record.get("emotions") or []
+    if not isinstance(emotions, list) or not all(isinstance(e, dict) for e in emotions):
+        raise SessionError(f"{path}:{number}: 'emotions' is not a list of objects")
+    return emotions
+
+
+def _stability_window(path: Path, record: Mapping[str, Any]) -> float:
+    """Return the record's stability window T, seconds (the default when it states none)."""
+    value = record.get("stability_window") or DEFAULT_STABILITY_WINDOW_S
+    try:
+        window = float(value)
+    except (TypeError, ValueError, OverflowError):
+        window = math.nan
+    if not math.isfinite(window) or window <= 0:
+        raise SessionError(f"{path}: stability_window {value!r} is not a positive number "
+                           "of seconds")
+    return window
 
 
 def _recording_labels(path: Path, records: List[Tuple[int, Dict[str, Any]]]
                       ) -> Tuple[str, ...]:
     labels: Optional[Tuple[str, ...]] = None
     for number, record in records:
-        for emotion in record.get("emotions") or []:
-            found = tuple(str(v) for v in (emotion.get("labels") or ()))
+        for emotion in _emotions_of(path, number, record):
+            found = emotion.get("labels") or ()
+            if not isinstance(found, list):
+                raise SessionError(f"{path}:{number}: 'labels' is not a list")
+            found = tuple(str(v) for v in found)
             if not found:
                 raise SessionError(f"{path}:{number}: emotion entry without 'labels'")
             if labels is not None and found != labels:
@@ -165,6 +257,7 @@ def _recording_labels(path: Path, records: List[Tuple[int, Dict[str, Any]]]
     return labels or ()
 
 
-def _recording_name(path: Path) -> str:
-    """``emotions.jsonl`` in a folder ``session1`` is named ``session1``."""
-    return path.parent.name if path.stem == "emotions" and path.parent.name else path.stem
+def recording_name(path: Path) -> str:
+    """Name a recording's session: ``emotions.jsonl`` in a folder ``session1`` is ``session1``."""
+    folder = path.resolve().parent.name
+    return folder if path.stem == "emotions" and folder else path.stem

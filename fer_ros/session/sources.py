@@ -18,11 +18,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Generator, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from fer_ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
+from fer_ros.session.bag_salvage import SalvagedBag, SalvageError, expected_count, salvage
 from fer_ros.session.data import InputDescription, SessionError, SessionSource
 from fer_ros.video_io import IMAGE_SUFFIXES, Frame, FrameSource, SourceError
 
@@ -121,6 +122,12 @@ def _one_line(error: BaseException) -> str:
 class BagSessionSource:
     """One image topic of a rosbag2 recording as a session source.
 
+    A recording ``rosbags`` cannot open (an mcap file without its end, a
+    sqlite3 file with a damaged tail) is read record by record up to the
+    damage (:mod:`~fer_ros.session.bag_salvage`); one whose messages stop
+    making sense part-way is read up to there.  Either way ``damage`` says
+    what happened, and the analysis reports it as a warning.
+
     :param path: the rosbag2 folder or its ``.db3`` / ``.mcap`` file.
     :param topic: the image topic; may be omitted when there is exactly one.
     :raises BagError: when the recording is unreadable or empty, has no
@@ -130,19 +137,31 @@ class BagSessionSource:
 
     def __init__(self, path: Path, topic: Optional[str] = None) -> None:
         self.path = Path(path)
-        reader = _open_reader(self.path)
+        self.damage = ""
+        self.salvaged: Optional[SalvagedBag] = None
         try:
-            self.storage = _storage_name(reader)
-            all_topics = {name: (info.msgtype or "?", info.msgcount)
-                          for name, info in reader.topics.items()}
-            duration_ns = reader.duration if reader.message_count else 0
-        finally:
-            reader.close()
+            reader = _open_reader(self.path)
+        except BagError as error:
+            self.salvaged = _salvage(self.path, error)
+            self.storage = self.salvaged.storage
+            all_topics = dict(self.salvaged.topics)
+            duration_ns = self.salvaged.end_ns - self.salvaged.start_ns
+        else:
+            try:
+                self.storage = _storage_name(reader)
+                all_topics = {name: (info.msgtype or "?", info.msgcount)
+                              for name, info in reader.topics.items()}
+                duration_ns = reader.duration if reader.message_count else 0
+            finally:
+                reader.close()
         self.image_topics = list_image_topics(all_topics)
         chosen = choose_topic(self.path, all_topics, self.image_topics, topic)
         self.topic, self.msgtype = chosen.name, chosen.msgtype
         self.frame_count = chosen.message_count
         self.frame_rate = _frame_rate(self.frame_count, duration_ns)
+        if self.salvaged is not None:
+            folder = self.path if self.path.is_dir() else None
+            self.frame_count = max(self.frame_count, expected_count(folder, self.topic) or 0)
         self.description = InputDescription(
             str(self.path), self.path.stem if self.path.is_file() else self.path.name,
             "rosbag2", self.frame_rate, self.frame_count, self.topic, self.msgtype,
@@ -153,29 +172,71 @@ class BagSessionSource:
 
         A frame's ``stamp`` is its header stamp (the recording time where
         that is unset); ``time_s`` counts from the first frame's stamp.
-
-        :raises BagError: when a message cannot be deserialised.
+        Reading stops at the first message that cannot be read or
+        deserialised, and ``damage`` says where.
         """
+        self.damage = self.salvaged.damage if self.salvaged is not None else ""
+        first_ns: Optional[int] = None
+        messages = self._messages()
+        index = 0
+        while True:
+            try:
+                log_ns, message = next(messages)
+            except StopIteration:
+                return
+            except Exception as error:  # rosbags raises many types for damaged data
+                messages.close()
+                self.damage = (f"the recording is damaged after message {index}: "
+                               f"{type(error).__name__}: {_one_line(error)}")
+                return
+            stamp_ns = header_stamp_ns(message, log_ns)
+            first_ns = stamp_ns if first_ns is None else first_ns
+            yield Frame(index, (stamp_ns - first_ns) * 1e-9, stamp_ns * 1e-9,
+                        functools.partial(decode_image, message, self.msgtype))
+            index += 1
+
+    def _messages(self) -> Generator[Tuple[int, Any], None, None]:
+        """Yield ``(log time ns, deserialised message)`` of the topic."""
+        if self.salvaged is not None:
+            from rosbags.typesys import Stores, get_typestore
+
+            store = get_typestore(Stores.LATEST)
+            for log_ns, raw in self.salvaged.messages(self.topic):
+                yield log_ns, store.deserialize_cdr(raw, self.msgtype)
+            return
         reader = _open_reader(self.path)
         try:
             connections = [c for c in reader.connections if c.topic == self.topic]
-            messages = reader.messages(connections=connections)
-            first_ns: Optional[int] = None
-            for index, (connection, log_ns, raw) in enumerate(messages):
-                try:
-                    message = reader.deserialize(raw, connection.msgtype)
-                except Exception as error:  # rosbags' errors vary by storage
-                    raise BagError(f"{self.path}: message {index} on {self.topic} "
-                                   f"cannot be deserialised ({_one_line(error)})") from None
-                stamp_ns = header_stamp_ns(message, int(log_ns))
-                first_ns = stamp_ns if first_ns is None else first_ns
-                yield Frame(index, (stamp_ns - first_ns) * 1e-9, stamp_ns * 1e-9,
-                            functools.partial(decode_image, message, connection.msgtype))
+            for connection, log_ns, raw in reader.messages(connections=connections):
+                yield int(log_ns), reader.deserialize(raw, connection.msgtype)
         finally:
             reader.close()
 
     def close(self) -> None:
         """Nothing to release: each :meth:`frames` call opens and closes the bag."""
+
+
+def _salvage(path: Path, error: BagError) -> SalvagedBag:
+    """Read a recording that ``rosbags`` refused record by record, or re-raise its error.
+
+    :param path: the rosbag2 folder or storage file.
+    :param error: why ``rosbags`` refused it.
+    :return: what the storage file holds up to its damage.
+    :raises BagError: ``error`` when there is no single storage file or no message in it.
+    """
+    files = ([p for p in sorted(path.iterdir()) if p.suffix.lower() in BAG_FILE_SUFFIXES]
+             if path.is_dir() else [path])
+    if len(files) != 1 or not files[0].is_file():
+        raise error
+    try:
+        salvaged = salvage(files[0])
+    except (SalvageError, OSError):
+        raise error from None
+    if not any(count for _, count in salvaged.topics.values()):
+        raise error
+    if not salvaged.damage:
+        salvaged.damage = "rosbags cannot open it; read record by record"
+    return salvaged
 
 
 def list_image_topics(topics: Dict[str, tuple]) -> List[ImageTopic]:
@@ -255,6 +316,7 @@ class VideoSessionSource:
             raise SessionError(str(error)) from None
         self.description = InputDescription(
             str(path), path.stem, "video", self._video.frame_rate, self._video.frame_count)
+        self.damage = ""  # OpenCV stops at damage without saying why
 
     def frames(self) -> Iterator[Frame]:
         """Yield every frame of the video."""
@@ -306,5 +368,6 @@ def open_source(path: Path, topic: Optional[str] = None) -> SessionSource:
     if is_rosbag2(path):
         return BagSessionSource(path, topic)
     if path.is_dir():
-        raise SessionError(f"{path}: folder is not a rosbag2 recording (no metadata.yaml)")
+        raise SessionError(f"{path}: folder is not a rosbag2 recording (no metadata.yaml; "
+                           "give its .mcap or .db3 file to read an interrupted recording)")
     return VideoSessionSource(path)

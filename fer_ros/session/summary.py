@@ -98,13 +98,21 @@ def summarize(session: SessionData) -> Dict[str, Any]:
 
     :param session: the analysed session.
     :return: JSON-ready dict: input, model, frame counts, ``faces`` (per
-        face id, in order of appearance) and ``session`` (all faces together).
+        face id, in order of appearance) and ``session`` (all faces together);
+        ``frames_expected`` / ``frames_read`` only when the input ended early,
+        ``warnings`` only when there are any.
     """
     period = session.frame_period_s()
     faces = {face_id: face_summary(session.rows_of(face_id), session.labels, period)
              for face_id in session.face_ids()}
     times = [f.time_s for f in session.frames]
     selection = asdict(session.selection)
+    completeness: Dict[str, Any] = {}
+    if session.frames_read is not None:
+        completeness = {"frames_expected": session.description.frame_count,
+                        "frames_read": session.frames_read}
+    if session.warnings:
+        completeness["warnings"] = list(session.warnings)
     return {
         "input": {**asdict(session.description), "selection": selection},
         "model": session.model,
@@ -113,6 +121,7 @@ def summarize(session: SessionData) -> Dict[str, Any]:
         "frames_processed": len(session.frames),
         "frames_with_faces": sum(f.faces > 0 for f in session.frames),
         "frames_unreadable": session.skipped_frames,
+        **completeness,
         "analysed_from_s": float(min(times)),
         "analysed_to_s": float(max(times)),
         "frame_period_s": period,
