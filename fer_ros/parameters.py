@@ -92,6 +92,16 @@ FER_NODE_PARAMETERS: List[ParameterSpec] = [
     ParameterSpec("dynamic_stride", 5,
                   "run the CNN-LSTM on a face every this many new frames", (1, 1000)),
     ParameterSpec("threads", 2, "CPU threads for the neural networks", (1, 16)),
+    ParameterSpec("reidentify", False,
+                  "give each face a person_id that survives it leaving the view (face "
+                  "embeddings, kept in memory only; needs dlib and face-recognition-models)"),
+    ParameterSpec("people_dir", "",
+                  "with reidentify: folder with one sub-folder of photos per known person "
+                  "(e.g. child/, therapist/): matched people carry the name; '' = none",
+                  allow_empty=True),
+    ParameterSpec("overlay_blur_faces", True,
+                  "pixelate the faces in the ~/overlay image (boxes and labels stay)",
+                  read_only=False),
     ParameterSpec("autostart", True,
                   "configure and activate the node at start-up (exit with an error if "
                   "that fails); false leaves it unconfigured for a lifecycle manager"),
@@ -107,7 +117,17 @@ VIDEO_SOURCE_PARAMETERS: List[ParameterSpec] = [
     ParameterSpec("loop", False, "restart files at the end"),
     ParameterSpec("frame_id", "camera", "header frame_id of the published images",
                   allow_empty=True),
-    ParameterSpec("encoding", "bgr8", "published encoding", choices=("bgr8", "rgb8", "mono8")),
+    ParameterSpec("encoding", "bgr8", "published encoding; with image_transport 'compressed', "
+                  "mono8 gives a grayscale jpeg and the others a color one",
+                  choices=("bgr8", "rgb8", "mono8")),
+    ParameterSpec("image_transport", "raw",
+                  "'raw': sensor_msgs/Image on 'image'; 'compressed': sensor_msgs/CompressedImage "
+                  "(jpeg) on 'image/compressed' (follows a remapping of 'image'), for a camera on "
+                  "another host: about 1/20 of the bytes at quality 90",
+                  choices=("raw", "compressed")),
+    ParameterSpec("jpeg_quality", 90,
+                  "image_transport 'compressed': JPEG quality, 1 (smallest) to 100 (sharpest)",
+                  (1, 100)),
     ParameterSpec("width", 0, "resize frames to this width, pixels; 0 = keep", (0, 16384)),
     ParameterSpec("height", 0, "resize frames to this height, pixels; 0 = keep", (0, 16384)),
     ParameterSpec("image_frames", 30, "how many frames an image source publishes",

@@ -21,6 +21,7 @@ import numpy as np
 
 from fer_ros.classification import SHIPPED_MODELS, WEIGHTS_DIR, EmotionClassifier
 from fer_ros.detection import FaceDetection, FaceDetector, create_detector
+from fer_ros.identity import PersonRegistry
 from fer_ros.labels import valence_of
 from fer_ros.model_files import ModelLoadError, file_fingerprint
 from fer_ros.parameters import TEST_TIME_VIEWS, default_of, defaults
@@ -114,6 +115,12 @@ class FaceResult:
     sequence_length: int = 0
     dynamic_probabilities: Optional[np.ndarray] = None
     dynamic_label: str = ""
+    person_id: str = ""
+
+    @property
+    def state_key(self) -> str:
+        """Return the key of the face's temporal state: its person, else its track."""
+        return self.person_id or self.face_id
 
 
 @dataclass
@@ -162,15 +169,25 @@ class EmotionPipeline:
     :param detector: the face detector.
     :param config: tunables.
     :param dynamic: optional CNN-LSTM over each face's recent features.
+    :param persons: optional re-identification.  With it each face carries a
+        ``person_id`` that outlives its track, and the face's temporal state
+        (smoothing, stability window, CNN-LSTM buffer) belongs to the person:
+        after a gap of any length the person's state continues where it
+        stopped (the stability window T drops samples older than T by their
+        stamps; the CNN-LSTM buffer keeps the person's last frames, so a
+        sequence may span the gap).  State of people the registry forgot is
+        dropped with them.
     """
 
     def __init__(self, classifier: EmotionClassifier, detector: FaceDetector,
                  config: Optional[PipelineConfig] = None,
-                 dynamic: Optional[DynamicClassifier] = None) -> None:
+                 dynamic: Optional[DynamicClassifier] = None,
+                 persons: Optional[PersonRegistry] = None) -> None:
         self.classifier = classifier
         self.detector = detector
         self.config = config or PipelineConfig()
         self.dynamic = dynamic
+        self.persons = persons
         if dynamic is not None and tuple(dynamic.labels) != tuple(classifier.labels):
             raise ValueError(f"CNN-LSTM labels {dynamic.labels} differ from the "
                              f"static model's {classifier.labels}")
@@ -211,7 +228,7 @@ class EmotionPipeline:
         timings["detect"] = _lap(clock)
         clock = time.perf_counter()
         update = self.tracker.update([d.box for d in detections], stamp)
-        self._forget(update.ended)
+        persons = self._identify(bgr, stamp, detections, update)
         faces = crop_faces(to_gray(bgr), [d.box for d in detections],
                            self.config.crop_margin)
         timings["track_crop"] = _lap(clock)
@@ -219,7 +236,8 @@ class EmotionPipeline:
         probabilities, features = self.classifier.predict(faces)
         timings["classify"] = _lap(clock)
         clock = time.perf_counter()
-        results = [self._face_result(face_id, detection, probs, stamp)
+        results = [self._face_result(face_id, detection, probs, stamp,
+                                     person_id=persons.get(face_id, ""))
                    for face_id, detection, probs in zip(update.face_ids, detections,
                                                         probabilities)]
         timings["temporal"] = _lap(clock)
@@ -271,22 +289,39 @@ class EmotionPipeline:
             self._run_dynamic(results, features)
         return results
 
+    def _identify(self, bgr: np.ndarray, stamp: float, detections: Sequence[FaceDetection],
+                  update: Any) -> Dict[str, str]:
+        """Person of each tracked face (empty without re-identification); drop old state."""
+        if self.persons is None:
+            self._forget(update.ended)
+            return {}
+        persons = self.persons.update(
+            stamp, bgr, {face_id: d.box for face_id, d in zip(update.face_ids, detections)},
+            update.ended)
+        keep = {person.person_id for person in self.persons.people()}
+        stale = (set(self._smoothed) | set(self.stability.faces) | set(self.features.faces)
+                 | set(self._dynamic_last)) - keep
+        self._forget(sorted(stale))
+        return persons
+
     def _face_result(self, face_id: str, detection: FaceDetection,
                      probs: np.ndarray, stamp: float,
-                     first_seen: Optional[float] = None) -> FaceResult:
+                     first_seen: Optional[float] = None, person_id: str = "") -> FaceResult:
         labels = self.classifier.labels
-        smoothed = self._smooth(face_id, probs, stamp)
+        key = person_id or face_id
+        smoothed = self._smooth(key, probs, stamp)
         frame_label = labels[int(np.argmax(probs))]
         best = int(np.argmax(smoothed))
         frame_valence = float(valence_of(probs, labels))
-        stability = self.stability.update(face_id, stamp, frame_label, frame_valence)
+        stability = self.stability.update(key, stamp, frame_label, frame_valence)
         if first_seen is None:
             first_seen = self.tracker.tracks[face_id].first_seen
         return FaceResult(
             face_id=face_id, detection=detection, probabilities=probs,
             smoothed_probabilities=smoothed, label=labels[best], frame_label=frame_label,
             confidence=float(smoothed[best]), valence=float(valence_of(smoothed, labels)),
-            tracked_seconds=float(stamp - first_seen), stability=stability)
+            tracked_seconds=float(stamp - first_seen), stability=stability,
+            person_id=person_id)
 
     def _smooth(self, face_id: str, probs: np.ndarray, stamp: float) -> np.ndarray:
         tau = self.config.smoothing_time_constant_s
@@ -303,16 +338,16 @@ class EmotionPipeline:
         assert self.dynamic is not None
         due: List[FaceResult] = []
         for result, vector in zip(results, features):
-            result.sequence_length = self.features.append(result.face_id, vector)
-            if self.features.due(result.face_id, self.config.dynamic_min_frames,
+            result.sequence_length = self.features.append(result.state_key, vector)
+            if self.features.due(result.state_key, self.config.dynamic_min_frames,
                                  self.config.dynamic_stride):
                 due.append(result)
         if due:
-            sequences = [self.features.sequence(r.face_id) for r in due]
+            sequences = [self.features.sequence(r.state_key) for r in due]
             for result, probs in zip(due, self.dynamic.predict_sequences(sequences)):
-                self._dynamic_last[result.face_id] = np.asarray(probs, np.float32)
+                self._dynamic_last[result.state_key] = np.asarray(probs, np.float32)
         for result in results:
-            last = self._dynamic_last.get(result.face_id)
+            last = self._dynamic_last.get(result.state_key)
             if last is not None:
                 result.dynamic_probabilities = last
                 result.dynamic_label = self.dynamic.labels[int(np.argmax(last))]
@@ -383,9 +418,27 @@ def build_pipeline(values: Optional[Mapping[str, Any]] = None
                                verify_min_score=float(settings["verify_min_score"]))
     dynamic = load_dynamic(settings["dynamic_model"], settings["model"], threads)
     check_dynamic_matches(dynamic, classifier)
+    persons = build_person_registry(settings, detector)
     pipeline = EmotionPipeline(classifier, detector, PipelineConfig.from_values(settings),
-                               dynamic)
+                               dynamic, persons)
     return pipeline, Path(classifier.source).stem
+
+
+def build_person_registry(settings: Mapping[str, Any], detector: FaceDetector
+                          ) -> Optional[PersonRegistry]:
+    """Create re-identification when ``reidentify`` is on, with the known people enrolled.
+
+    :raises ModelLoadError: when the embedding model is missing.
+    :raises EnrollmentError: for an unusable ``people_dir`` (one line naming the file).
+    """
+    if not settings["reidentify"]:
+        return None
+    from fer_ros.face_embedding import create_face_embedder
+
+    registry = PersonRegistry(create_face_embedder())
+    if settings["people_dir"]:
+        registry.enroll_from_folder(Path(settings["people_dir"]).expanduser(), detector)
+    return registry
 
 
 def _crop_to_face_input(crop: FaceCrop) -> np.ndarray:

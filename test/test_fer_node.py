@@ -275,3 +275,33 @@ def test_png_bomb_on_the_compressed_topic_is_a_bad_frame(harness):
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 100
     msg = CompressedImage(**bgr_to_compressed_fields(face_frame(), "jpeg"))
     assert len(node.send_and_wait(msg, 41).emotions) == 1
+
+
+def test_reidentified_person_keeps_its_id_over_dds_after_leaving(harness):
+    node = harness(reidentify=True)
+    frame, blank = image_msg(face_frame()), image_msg(np.full((480, 640, 3), 128, np.uint8))
+    first = node.send_and_wait(frame, 50).emotions[0]
+    assert first.person_id == "person_1"
+    for second in range(51, 54):  # 3 s away: longer than track_max_age_s
+        assert list(node.send_and_wait(blank, second).emotions) == []
+    back = node.send_and_wait(frame, 54).emotions[0]
+    assert back.face_id != first.face_id and back.person_id == "person_1"
+
+
+def test_overlay_is_blurred_by_default(harness):
+    from fer_ros.image_conversion import image_msg_to_bgr
+
+    node = harness()
+    overlays = []
+    node.peer.create_subscription(Image, "/fer/overlay", overlays.append, 5)
+    node.spin_until(lambda: node.fer._overlay_pub.get_subscription_count() > 0)
+    frame = face_frame()
+    result = node.send_and_wait(image_msg(frame), 60)
+    node.spin_until(lambda: overlays)
+    roi = result.emotions[0].roi
+    inner = (slice(roi.y_offset + roi.height // 4, roi.y_offset + 3 * roi.height // 4),
+             slice(roi.x_offset + roi.width // 4, roi.x_offset + 3 * roi.width // 4))
+    overlay = image_msg_to_bgr(overlays[-1])
+    # Pixelated: far less detail than the camera's face, no longer the same pixels.
+    assert cv2.Laplacian(overlay[inner], cv2.CV_32F).std() < \
+        0.5 * cv2.Laplacian(frame[inner], cv2.CV_32F).std()

@@ -254,7 +254,8 @@ class FerNode(LifecycleNode):
         publisher.publish(out)
         if self.values["publish_overlay"] and self._overlay_pub is not None and \
                 self._overlay_pub.get_subscription_count():
-            overlay = fill_image_msg(Image(), draw_overlay(bgr, result), "bgr8")
+            overlay = fill_image_msg(
+                Image(), draw_overlay(bgr, result, self.values["overlay_blur_faces"]), "bgr8")
             overlay.header = msg.header
             self._overlay_pub.publish(overlay)
         self.statistics.on_processed((time.perf_counter() - started) * 1000.0)

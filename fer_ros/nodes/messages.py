@@ -28,6 +28,7 @@ def face_to_msg(face: FaceResult, labels: Sequence[str],
     """Build one ``fer_ros/msg/Emotion`` from a core face result."""
     msg = msg_cls()
     msg.face_id = face.face_id
+    msg.person_id = face.person_id
     x, y, w, h = face.detection.box
     x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
     msg.roi.x_offset = x0
