@@ -29,6 +29,17 @@ TRACKED_FACES_TOPIC = f"{FACES_NAMESPACE}/tracked"
 FACE_ID_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+#: Namespace of every per-person topic (REP-155 persons: ids that outlive faces).
+PERSONS_NAMESPACE = "/humans/persons"
+#: The list of currently tracked person ids (hri_msgs/IdsList).
+TRACKED_PERSONS_TOPIC = f"{PERSONS_NAMESPACE}/tracked"
+
+
+def person_topic(person_id: str, name: str) -> str:
+    """Return the topic of one person's stream, e.g. ``/humans/persons/child/face_id``."""
+    return f"{PERSONS_NAMESPACE}/{person_id}/{name}"
+
+
 def face_topic(face_id: str, name: str) -> str:
     """Return the topic of one face's stream, e.g. ``/humans/faces/face_1/roi``.
 

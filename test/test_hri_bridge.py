@@ -297,6 +297,46 @@ def test_bridge_gives_topics_to_at_most_max_tracked_faces(bridge):
 
 
 @ros
+def test_bridge_maps_reidentified_persons_to_humans_persons(bridge):
+    from std_msgs.msg import String
+
+    node = bridge(face_timeout_s=1.0)
+    persons = "/humans/persons/tracked"
+    face_of_child = "/humans/persons/child/face_id"
+    node.listen(hri_msgs.IdsList, persons)
+    node.listen(String, face_of_child, QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    emotions = node.publisher(EmotionArray, "emotions", EMOTIONS_QOS)
+    msg = emotion_array(10, [("face_3", (10, 10, 50, 50)), ("face_4", (200, 10, 50, 50))])
+    msg.emotions[0].person_id = "child"  # face_4: not (yet) identified
+    emotions.publish(msg)
+    node.spin_until(lambda: node.received[persons] and node.received[face_of_child])
+    assert node.received[persons][-1].ids == ["child"]
+    assert node.received[face_of_child][-1].data == "face_3"
+    # The child comes back with a new track: the person's face_id follows it.
+    msg = emotion_array(11, [("face_9", (10, 10, 50, 50))])
+    msg.emotions[0].person_id = "child"
+    emotions.publish(msg)
+    node.spin_until(lambda: node.received[face_of_child][-1].data == "face_9")
+    # Gone for longer than the timeout: the person's topic goes.
+    node.spin_until(lambda: node.peer.count_publishers(face_of_child) == 0)
+    assert node.bridge.persons == {}
+
+
+@ros
+def test_bridge_without_person_ids_publishes_no_persons(bridge):
+    node = bridge()
+    node.listen(hri_msgs.IdsList, "/humans/persons/tracked")
+    node.listen(hri_msgs.IdsList, "/humans/faces/tracked")
+    emotions = node.publisher(EmotionArray, "emotions", EMOTIONS_QOS)
+    emotions.publish(emotion_array(12, [("face_1", (10, 10, 50, 50))]))
+    node.spin_until(lambda: node.received["/humans/faces/tracked"])
+    node.spin_for(0.3)
+    assert node.received["/humans/persons/tracked"] == [] and node.bridge.persons == {}
+
+
+@ros
 def test_bridge_refuses_an_unknown_mode(ros_domain):
     from fer_ros.nodes.hri_bridge import HriBridgeNode
 

@@ -39,10 +39,10 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
-from std_msgs.msg import Header
+from std_msgs.msg import Header, String
 
-from fer_ros.hri import TRACKED_FACES_TOPIC, FaceChanges, FaceRegistry, face_topic, \
-    normalized_roi
+from fer_ros.hri import (TRACKED_FACES_TOPIC, TRACKED_PERSONS_TOPIC, FaceChanges,
+                         FaceRegistry, face_topic, normalized_roi, person_topic)
 from fer_ros.image_conversion import ImageConversionError, image_msg_to_bgr
 from fer_ros.labels import expression_fields
 from fer_ros.model_files import ModelLoadError
@@ -72,6 +72,9 @@ FACE_TOPIC_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 #: From a ROS4HRI face detector (tracked list, face images): what libhri
 #: subscribes with, keeping only the newest message, so crops never queue.
 DETECTOR_INPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+#: /humans/persons/<id>/face_id out: latched (REP-155), a late consumer gets it.
+PERSON_FACE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
 #: fer_ros' emotions in: as the fer node publishes them.
 EMOTIONS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -125,6 +128,13 @@ class HriBridgeNode(Node):
         self.registry = FaceRegistry(self.values["face_timeout_s"],
                                      self.values["max_tracked_faces"])
         self.faces: Dict[str, FaceTopics] = {}
+        # Persons (fer node with reidentify): /humans/persons/tracked and each
+        # person's face_id, with the same lifetime rules as faces.
+        self.person_registry = FaceRegistry(self.values["face_timeout_s"],
+                                            self.values["max_tracked_faces"])
+        self.persons: Dict[str, Any] = {}
+        self._person_faces: Dict[str, str] = {}
+        self._persons_pub: Optional[Any] = None
         self.pipeline: Optional[EmotionPipeline] = None
         self._tracked_ids: Set[str] = set()
         self._frame_id = ""
@@ -139,6 +149,8 @@ class HriBridgeNode(Node):
         self._tracked_pub = self.create_publisher(
             self.hri.IdsList, TRACKED_FACES_TOPIC, TRACKED_QOS,
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self._persons_pub = self.create_publisher(self.hri.IdsList, TRACKED_PERSONS_TOPIC,
+                                                  TRACKED_QOS)
         subscription = self.create_subscription(
             EmotionArray, "emotions", self._on_emotions, EMOTIONS_QOS,
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
@@ -169,6 +181,32 @@ class HriBridgeNode(Node):
             self._publish_roi(topics, emotion, msg)
             topics.expression.publish(self._expression(msg.header, emotion))
         self._publish_tracked(msg.header)
+        self._publish_persons(msg)
+
+    def _publish_persons(self, msg: Any) -> None:
+        """Persons of a re-identifying fer node: tracked list and each one's face."""
+        faces = {e.person_id: e.face_id for e in msg.emotions if e.person_id}
+        if not faces and not self.persons:
+            return  # re-identification off: no persons at all
+        changes = self.person_registry.update(list(faces), self._now())
+        for person_id in changes.removed:
+            self._destroy_person(person_id)
+        for person_id in changes.added:
+            self.persons[person_id] = self.create_publisher(
+                String, person_topic(person_id, "face_id"), PERSON_FACE_QOS)
+        for person_id, face_id in faces.items():
+            if person_id in self.persons and self._person_faces.get(person_id) != face_id:
+                self.persons[person_id].publish(String(data=face_id))
+                self._person_faces[person_id] = face_id
+        if self._persons_pub is not None:
+            self._persons_pub.publish(self.hri.IdsList(header=msg.header,
+                                                       ids=self.person_registry.ids))
+
+    def _destroy_person(self, person_id: str) -> None:
+        publisher = self.persons.pop(person_id, None)
+        self._person_faces.pop(person_id, None)
+        if publisher is not None:
+            self.destroy_publisher(publisher)
 
     def _publish_roi(self, topics: FaceTopics, emotion: Any, msg: Any) -> None:
         box = emotion.roi
@@ -245,6 +283,8 @@ class HriBridgeNode(Node):
         self.get_logger().debug(f"face {face_id}: topics destroyed")
 
     def _expire(self) -> None:
+        for person_id in self.person_registry.expire(self._now()):
+            self._destroy_person(person_id)
         removed = self.registry.expire(self._now())
         for face_id in removed:
             self._destroy_face(face_id)
