@@ -295,7 +295,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if params_file is not None and not params_file.is_file():
         print(f"fer-ros-demo: error: {params_file}: no such file", file=sys.stderr)
         return 2
-    args.output.mkdir(parents=True, exist_ok=True)
+    args.output.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: see Privacy
     extra = {"model": args.model} if args.model else {}
     demo = DemoRun(args.video, args.output, params_file, extra, args.camera_topic,
                    lockstep=not args.realtime)

@@ -152,3 +152,13 @@ def test_sigterm_stops_every_node_and_leaves_playable_files(tmp_path, ros_domain
         time.sleep(0.1)
     assert assert_valid_jsonl(tmp_path / "emotions.jsonl") >= 20
     assert video_frames(tmp_path / "overlay.mp4") >= 10
+
+
+def test_recordings_are_private_files(tmp_path, ros_domain):
+    import stat
+
+    output = tmp_path / "private"
+    run_demo(footage("single_face.mp4"), output)
+    assert stat.S_IMODE(output.stat().st_mode) & 0o077 == 0
+    for name in ("emotions.jsonl", "overlay.mp4"):
+        assert stat.S_IMODE((output / name).stat().st_mode) == 0o600, name

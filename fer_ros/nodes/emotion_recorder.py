@@ -39,11 +39,13 @@ class EmotionRecorderNode(Node):
         super().__init__("emotion_recorder", **kwargs)
         self.params = declare_parameters(self, EMOTION_RECORDER_PARAMETERS)
         output = Path(self.params["output_dir"])
-        output.mkdir(parents=True, exist_ok=True)
+        # Private: the recordings describe people (see README, Privacy).
+        output.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.output = output
         self.records = 0
         self.overlay_frames = 0
-        self._jsonl = open(output / "emotions.jsonl", "w")
+        self._jsonl = open(os.open(output / "emotions.jsonl",
+                                   os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w")
         self._writer: Optional[cv2.VideoWriter] = None
         self._ready_file = self.params["ready_file"]
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -89,6 +91,8 @@ class EmotionRecorderNode(Node):
             self._writer = cv2.VideoWriter(str(self.output / "overlay.mp4"), fourcc,
                                            float(self.params["overlay_fps"]),
                                            (frame.shape[1], frame.shape[0]))
+            if (self.output / "overlay.mp4").exists():
+                os.chmod(self.output / "overlay.mp4", 0o600)
         self._writer.write(frame)
         self.overlay_frames += 1
 

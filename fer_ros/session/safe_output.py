@@ -126,10 +126,8 @@ def temporary_path(path: Path) -> Path:
     except OSError as error:
         raise write_error(path, error) from None
     os.close(handle)
-    # mkstemp makes the file private (0600); outputs get the usual mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
+    # mkstemp makes the file private (0600), and outputs stay so: they
+    # describe people (children in therapy).  chmod to share them.
     return Path(name)
 
 
