@@ -64,6 +64,7 @@ setup(
     data_files=[("share/fer_ros/launch", ["launch/fer.launch.py"]),
                 ("share/fer_ros/config", ["config/fer.yaml",
                                           "config/fastdds_large_images.xml",
+                                          "config/fastdds_udp_large_images.xml",
                                           "config/fer.rviz"])],
     cmdclass={"build": BuildWithInterfaces},
     entry_points={"console_scripts": [

@@ -3,7 +3,11 @@
 Publishes ``image`` at the source's frame rate (or ``frame_rate``), stamps
 each frame with the time it was taken (camera) or the start time plus the
 frame's position in the video (files), and sets ``frame_id``.  Without
-``loop`` the node exits after the last frame.
+``loop`` the node exits after the last frame.  With ``image_transport:
+compressed`` it publishes jpeg ``sensor_msgs/CompressedImage`` on
+``image/compressed`` instead, the topic image_transport's compressed
+plugin uses (a remapping of ``image`` moves it too), for a camera whose
+frames cross a network.
 
 With ``wait_for_results`` the node replays files in lockstep with the
 pipeline: after each frame it waits (up to ``result_timeout_s``) for the
@@ -20,9 +24,9 @@ from typing import Any, Optional
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
-from fer_ros.image_conversion import fill_image_msg
+from fer_ros.image_conversion import bgr_to_compressed_fields, fill_image_msg
 from fer_ros.nodes.messages import seconds_to_stamp
 from fer_ros.nodes.node_runner import run_node
 from fer_ros.nodes.parameter_declaration import declare_parameters
@@ -39,9 +43,11 @@ class VideoSourceNode(Node):
         self.params = p
         self.source = FrameSource(p["source"], (p["width"], p["height"]), p["image_frames"])
         self.rate = p["frame_rate"] or self.source.frame_rate
+        self.compressed = p["image_transport"] == "compressed"
         # Reliable, depth 5: matches both reliable and best-effort subscribers.
         self.publisher = self.create_publisher(
-            Image, "image", QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+            CompressedImage if self.compressed else Image, self._image_topic(),
+            QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
         self.published = 0
         self._results: set = set()
         if p["wait_for_results"]:
@@ -50,9 +56,25 @@ class VideoSourceNode(Node):
             self.create_subscription(
                 EmotionArray, "emotions", self._on_result,
                 QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        kind = f"jpeg quality {p['jpeg_quality']}" if self.compressed else p["encoding"]
         self.get_logger().info(
             f"publishing {self.source.kind} {p['source']} on {self.publisher.topic_name} "
-            f"at {self.rate:.2f} fps ({p['encoding']}, frame_id '{p['frame_id']}')")
+            f"at {self.rate:.2f} fps ({kind}, frame_id '{p['frame_id']}')")
+
+    def _image_topic(self) -> str:
+        """Return the topic to publish on: 'image', or 'image/compressed' for jpeg.
+
+        As image_transport does, the compressed topic is the (remapped) base
+        topic plus '/compressed', so ``image:=/camera/image_raw`` publishes
+        /camera/image_raw/compressed; a remapping of 'image/compressed'
+        itself still wins.
+        """
+        if not self.compressed:
+            return "image"
+        own = self.resolve_topic_name("image/compressed")
+        if own != self.resolve_topic_name("image/compressed", only_expand=True):
+            return own
+        return self.resolve_topic_name("image") + "/compressed"
 
     def _on_result(self, msg: Any) -> None:
         self._results.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
@@ -114,7 +136,7 @@ class VideoSourceNode(Node):
     def publish(self, bgr, stamp: float) -> Any:
         """Publish one BGR frame with the given stamp."""
         encoding = self.params["encoding"]
-        if encoding == "rgb8":
+        if encoding == "rgb8" and not self.compressed:  # jpeg has no channel order
             image = bgr[:, :, ::-1]
         elif encoding == "mono8":
             import cv2
@@ -122,7 +144,11 @@ class VideoSourceNode(Node):
             image = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         else:
             image = bgr
-        msg = fill_image_msg(Image(), image, encoding)
+        if self.compressed:
+            msg = CompressedImage(**bgr_to_compressed_fields(
+                image, "jpeg", self.params["jpeg_quality"]))
+        else:
+            msg = fill_image_msg(Image(), image, encoding)
         seconds_to_stamp(stamp, msg.header.stamp)
         msg.header.frame_id = self.params["frame_id"]
         self.publisher.publish(msg)
