@@ -41,6 +41,8 @@ MEDIA = REPO.parent / "shared" / "media"
 #: Footage by scenario: (file, frames to use; images are repeated).
 SCENARIOS = {"0 faces": "no_face.mp4", "1 face": "WolfgangLanger_Pexels.mp4",
              "6 faces": "group6.jpg"}
+#: Scenarios also measured with re-identification on (the fer node's ``reidentify``).
+REID_SCENARIOS = ("1 face", "6 faces")
 SIZE = (640, 480)
 #: The peer classifier the speed-up ratios are computed against.
 PEER_CLASSIFIER = "fer mini-Xception (Keras, compiled)"
@@ -79,8 +81,8 @@ def peak_rss_mb() -> float:
 
 # ---------------------------------------------------------------- workers
 
-def worker_fer_ros(name: str, count: int) -> Dict[str, Any]:
-    """fer_ros pipeline stages on one footage."""
+def worker_fer_ros(name: str, count: int, reidentify: bool = False) -> Dict[str, Any]:
+    """fer_ros pipeline stages on one footage (with re-identification if asked)."""
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import Image
 
@@ -91,7 +93,7 @@ def worker_fer_ros(name: str, count: int) -> Dict[str, Any]:
 
     frames = load_frames(name, count)
     messages = [fill_image_msg(Image(), f, "bgr8") for f in frames]
-    pipeline, model = build_pipeline({})
+    pipeline, model = build_pipeline({"reidentify": reidentify})
     stages: Dict[str, List[float]] = {k: [] for k in (
         "convert", "detect", "track_crop", "classify", "temporal", "publish", "total")}
     faces = []
@@ -114,6 +116,7 @@ def worker_fer_ros(name: str, count: int) -> Dict[str, Any]:
     warm = slice(min(5, len(frames) - 1), None)   # the first frames warm caches up
     report = {k: summary(v[warm]) for k, v in stages.items() if v}
     return {"stages_ms": report, "fps": round(1000.0 / report["total"]["median"], 1),
+            "throughput_fps": round(1000.0 / float(np.mean(stages["total"][warm])), 1),
             "faces_median": float(np.median(faces)), "frames": len(frames),
             "peak_rss_mb": round(peak_rss_mb(), 1)}
 
@@ -340,6 +343,11 @@ def print_table(results: Dict[str, Any]) -> None:
         if "fer" in rows:
             ratio = rows["fer_ros"]["fps"] / rows["fer"]["fps"]
             print(f"  {scenario:8s} fer_ros / fer frame-rate ratio: {ratio:.1f}x")
+        if "fer_ros_reid" in rows:
+            on, off = rows["fer_ros_reid"], rows["fer_ros"]
+            print(f"  {scenario:8s} re-identification on / off: {on['fps'] / off['fps']:.2f} "
+                  f"(median frame), {on['throughput_fps'] / off['throughput_fps']:.2f} "
+                  f"(mean over the {on['frames']} frames)")
     print("\nfer_ros stages (median / p95 ms):")
     for scenario, rows in results["pipelines"].items():
         stages = rows["fer_ros"]["stages_ms"]
@@ -374,6 +382,19 @@ def readme_table(results: Dict[str, Any]) -> str:
     stages = results["pipelines"]["1 face"]["fer_ros"]["stages_ms"]
     lines += ["", "fer_ros stages with one face (median ms): " + ", ".join(
         f"{k} {v['median']:.2f}" for k, v in stages.items() if k != "total") + "."]
+    reid = {scenario: rows for scenario, rows in results["pipelines"].items()
+            if "fer_ros_reid" in rows}
+    if reid:
+        shares = []
+        for scenario, rows in reid.items():
+            on, off = rows["fer_ros_reid"], rows["fer_ros"]
+            shares.append(f"{scenario} {on['fps'] / off['fps']:.0%} of the median-frame rate, "
+                          f"{on['throughput_fps'] / off['throughput_fps']:.0%} of the mean "
+                          f"rate over {off['frames']} frames")
+        lines += ["", "With re-identification on (`reidentify: true`), as a share of off in "
+                  "the same run: " + "; ".join(shares) + " (each new face costs one "
+                  "embedding, about 0.1 s, then a few more in its first second and one "
+                  "every 10 s)."]
     if results.get("classifiers"):
         peer = results["classifiers"].get(PEER_CLASSIFIER) or {}
         lines += ["", "| classifier | ms/face, batch 1 | ms/face, batch 8 | "
@@ -416,6 +437,7 @@ def main(argv: List[str] | None = None) -> int:
     if args.worker:
         kind, rest = args.worker[0], args.worker[1:]
         workers = {"fer_ros": lambda: worker_fer_ros(rest[0], int(rest[1])),
+                   "fer_ros_reid": lambda: worker_fer_ros(rest[0], int(rest[1]), True),
                    "fer": lambda: worker_fer_peer(rest[0], int(rest[1])),
                    "classifiers": lambda: worker_classifiers(int(rest[0])),
                    "dds": lambda: worker_dds(int(rest[0]), rest[1])}
@@ -432,6 +454,8 @@ def main(argv: List[str] | None = None) -> int:
         results["classifiers"] = run_worker("classifiers", "200")
     for scenario, name in SCENARIOS.items():
         rows = {"fer_ros": run_worker("fer_ros", name, str(args.frames))}
+        if scenario in REID_SCENARIOS:
+            rows["fer_ros_reid"] = run_worker("fer_ros_reid", name, str(args.frames))
         if not args.skip_peer:
             rows["fer"] = run_worker("fer", name, str(args.frames))
         results["pipelines"][scenario] = rows

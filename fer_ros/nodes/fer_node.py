@@ -112,8 +112,9 @@ class FerNode(LifecycleNode):
         """Start the worker, subscribe to the camera and publish."""
         self.statistics = FrameStatistics()
         self._stopping = False
-        self._worker = threading.Thread(target=self._work, name="fer_worker", daemon=True)
-        self._worker.start()
+        worker = threading.Thread(target=self._work, name="fer_worker", daemon=True)
+        worker.start()
+        self._worker = worker  # only a started thread is ever joined
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S,
                                                     self._publish_diagnostics)
         # Sensor-data QoS (best effort, depth 1): a RELIABLE subscription would
