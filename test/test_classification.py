@@ -105,3 +105,21 @@ def test_non_zip_keras_file_is_named_as_such(tmp_path):
     path.write_text("this is not a model")
     with pytest.raises(ModelLoadError, match="not a .keras zip archive"):
         EmotionClassifier.load(path)
+
+
+def test_a_refused_keras_file_is_one_line_without_tensorflow_logs(tmp_path):
+    """Refuse a bad .keras in one line (TensorFlow's start-up lines used to precede it)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    bad = tmp_path / "bad.keras"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("config.json", "{}")
+    completed = subprocess.run(
+        [sys.executable, "-m", "fer_ros.evaluate_cli", "--model", str(bad), "--data",
+         str(tmp_path / "none.npz")], capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0
+    assert completed.stderr.strip().splitlines() == [
+        f"fer-evaluate: error: {bad}: not a valid Keras model (Expected a model.weights.h5 "
+        f"or model.weights.npz file.)"]
