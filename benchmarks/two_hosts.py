@@ -193,6 +193,9 @@ class TwoHosts:
                        self.inference, self.link[self.inference])
             for ns in (self.camera, self.inference):
                 self._up(ns, self.link[ns], f"{self.address[ns]}/24")
+                # Discovery multicast (239.255.0.1) leaves by the link: without
+                # a route for it a namespace may have none (no default route).
+                self._check("-n", ns, "route", "add", "224.0.0.0/4", "dev", self.link[ns])
             return
         for ns in (self.camera, self.inference):
             side = self.link[ns]
@@ -409,7 +412,8 @@ def run_graph(hosts: TwoHosts, output: Path, *, transport: str = "raw",
             python, "-m", "fer_ros.nodes.video_source", "--ros-args",
             "-p", f"source:={video}", "-p", f"width:={SIZE[0]}", "-p", f"height:={SIZE[1]}",
             "-p", f"frame_rate:={FPS}", "-p", f"image_transport:={transport}",
-            "-p", "wait_for_subscribers:=1", "-p", f"wait_for_results:={str(lockstep).lower()}"],
+            "-p", "wait_for_subscribers:=1", "-p", "wait_timeout_s:=90.0",
+            "-p", f"wait_for_results:={str(lockstep).lower()}"],
             env[hosts.camera], output)
         processes["video_source"] = source
         try:
