@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -247,17 +247,13 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def analyze_and_report(request: AnalysisRequest) -> AnalysisResult:
-    """Analyse every session of the request and write all outputs.
-
-    One input, or the two of ``--compare``: any problem stops the run.  A
-    batch (several inputs): an input that cannot be opened or analysed is
-    reported in ``failures`` and the others are analysed.
+def prepare_inputs(request: AnalysisRequest) -> Tuple[Dict[str, Any], List[Path], bool]:
+    """Check the request and list its sessions.
 
     :param request: inputs, output folder and options.
-    :return: the top report.html, each session's outputs and the failures.
-    :raises SessionError, BagError, ModelLoadError, DetectorError, OutputError:
-        with one line naming the input or file and the problem.
+    :return: ``(pipeline values, one path per session, whether it is a batch)``;
+        a batch is several sessions without ``--compare``.
+    :raises SessionError: for a bad parameter, input or output folder.
     """
     values = pipeline_values(request.params_file, request.model)
     paths = request.recordings + expand_inputs(request.inputs)
@@ -270,7 +266,24 @@ def analyze_and_report(request: AnalysisRequest) -> AnalysisResult:
         raise SessionError(f"--compare needs exactly two sessions, got {len(paths)}")
     if request.output.exists() and not request.output.is_dir():
         raise SessionError(f"{request.output}: exists and is not a folder")
-    batch = len(paths) > 1 and not request.compare
+    return values, paths, len(paths) > 1 and not request.compare
+
+
+def analyze_and_report(request: AnalysisRequest) -> AnalysisResult:
+    """Analyse every session of the request and write all outputs.
+
+    One input, or the two of ``--compare``: any problem stops the run.  A
+    batch (several inputs): an input that cannot be opened or analysed is
+    reported in ``failures`` and the others are analysed, in turn, in this
+    process (``fer-analyze`` runs batches through
+    :func:`fer_ros.session.batch.analyze_all`: workers, resume, study overview).
+
+    :param request: inputs, output folder and options.
+    :return: the top report.html, each session's outputs and the failures.
+    :raises SessionError, BagError, ModelLoadError, DetectorError, OutputError:
+        with one line naming the input or file and the problem.
+    """
+    values, paths, batch = prepare_inputs(request)
     failures: Dict[Path, str] = {}
     sources: Dict[Path, Any] = {}
     result = AnalysisResult(None)

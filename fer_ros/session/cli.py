@@ -1,9 +1,11 @@
-"""``fer-analyze``: per-person emotion report of a recorded session.
+r"""``fer-analyze``: per-person emotion report of a recorded session.
 
     fer-analyze session.mp4 --output report/ --every 2
     fer-analyze recording_bag/ --topic /camera/image_raw --output report/
     fer-analyze --compare pre.mp4 post.mp4 --output comparison/
     fer-analyze --from-jsonl fer_recording/emotions.jsonl --output report/
+    fer-analyze study/ -o reports/ -j 8 --resume --group-by '(?P<child>P\d+)_(?P<phase>pre|post)'
+    fer-analyze study/ --output reports/ --scheduler tcp://10.0.0.5:8786
 
 Inputs are video files, folders of videos, rosbag2 recordings (sqlite3 or
 mcap) with a sensor_msgs/Image or CompressedImage topic, or the
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the command-line interface."""
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0],
                            formatter_class=argparse.RawDescriptionHelpFormatter,
-                           epilog="\n".join(__doc__.splitlines()[2:6]))
+                           epilog="\n".join(__doc__.splitlines()[2:8]))
     parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
                         help="video, folder of videos, rosbag2 recording or emotions.jsonl")
     parser.add_argument("--output", "-o", required=True, type=Path, help="output folder")
@@ -58,17 +60,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-video", action="store_true",
                         help="do not write annotated.mp4")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    batch = parser.add_argument_group(
+        "batches (several inputs: a study)",
+        "Each session gets its own folder; --output also gets study.csv and an overview.")
+    batch.add_argument("--jobs", "-j", type=positive_int, metavar="N",
+                       help="worker processes (default: the number of cores, as many as fit "
+                       "in memory; 1: one session after another in this process)")
+    batch.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                       help="run the sessions on this Dask cluster instead (needs dask and "
+                       "distributed; inputs and --output on a file system all workers share)")
+    batch.add_argument("--resume", action="store_true",
+                       help="skip sessions whose outputs are complete for the same input "
+                       "and settings (continue an interrupted study)")
+    batch.add_argument("--group-by", type=group_pattern_argument, metavar="PATTERN",
+                       help="regular expression with named groups over the input file names, "
+                       "e.g. '(?P<child>P\\d+)_(?P<phase>pre|post)': the last group is "
+                       "compared, per value of the others (study_groups.csv)")
     return parser
+
+
+def positive_int(text: str) -> int:
+    """Parse a count of at least 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def group_pattern_argument(text: str) -> str:
+    """Check a --group-by pattern (argparse type); the text is kept."""
+    from fer_ros.session.data import SessionError
+    from fer_ros.session.study import group_pattern
+
+    try:
+        group_pattern(text)
+    except SessionError as error:
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[-1]) from None
+    return text
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     from fer_ros.model_files import ModelLoadError
-    from fer_ros.session.analysis import AnalysisRequest, analyze_and_report
+    from fer_ros.session.analysis import AnalysisRequest
+    from fer_ros.session.batch import BatchOptions, analyze_all
     from fer_ros.session.data import FrameSelection, SessionError
     from fer_ros.session.safe_output import OutputError
     from fer_ros.session.sources import BagError
+    from fer_ros.session.workers import RunnerError
 
     if args.compare and args.inputs:
         print(f"{PROG}: error: give either INPUT... or --compare A B", file=sys.stderr)
@@ -79,8 +122,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             FrameSelection(args.start, args.end, args.every), args.topic, args.model,
             args.params_file, args.from_jsonl, bool(args.compare), not args.no_video,
             not args.quiet)
-        result = analyze_and_report(request)
-    except (SessionError, BagError, ModelLoadError, OutputError, OSError) as error:
+        result = analyze_all(request, BatchOptions(args.jobs, args.scheduler, args.resume,
+                                                   args.group_by))
+    except (SessionError, BagError, ModelLoadError, OutputError, RunnerError,
+            OSError) as error:
         print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -89,12 +134,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for outputs in result.sessions:
         overall = outputs.summary["session"]
         emotion = f"mostly {overall['dominant_emotion']}" if overall["faces"] else "no face"
+        kept = " (complete from an earlier run: kept)" if outputs.name in result.resumed else ""
         print(f"{outputs.name}: {outputs.summary['frames_processed']} frames, "
-              f"{overall['faces']} face(s), {emotion}; written to {outputs.folder}")
+              f"{overall['faces']} face(s), {emotion}; written to {outputs.folder}{kept}")
         for warning in outputs.summary.get("warnings", ()):
             print(f"{PROG}: warning: {one_line(warning)}", file=sys.stderr)
     for failure in result.failures:
         print(f"{PROG}: error: {failure}", file=sys.stderr)
+    for path in result.study_files:
+        if path.suffix == ".csv":
+            print(f"study: {path}")
     if result.report is not None:
         print(f"report: {result.report}")
     if result.failures:

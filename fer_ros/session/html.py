@@ -15,7 +15,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 from fer_ros.session.data import SessionOutputs
 from fer_ros.session.figures import (FIGURE_FILES, MAX_TABLE_FACES, NEUTRAL_VALENCE_BAND,
                                      label_colour, plot_comparison)
-from fer_ros.session.safe_output import write_text
+from fer_ros.session.safe_output import remove_stale, write_text
 
 
 STYLE = """
@@ -32,7 +32,13 @@ td{white-space:nowrap}
 .share{display:inline-block;height:10px;vertical-align:middle;margin-right:4px}
 .pos{color:#1a7f1a}.neg{color:#c0392b}.cols{display:grid;grid-template-columns:1fr 1fr;
 gap:18px}dt{font-weight:bold}dd{margin:0 0 .5em 1.2em}.note{color:#555;font-size:.92em}
+.order .by-date,#order-date:checked~.by-name{display:none}
+#order-date:checked~.by-date{display:table}
 """
+
+#: With more sessions, the top-level report links to each session's report
+#: instead of showing them in columns and in full (a study of hundreds).
+MAX_COMPARED_SESSIONS = 12
 
 
 def data_uri(path: Path) -> str:
@@ -289,15 +295,26 @@ def comparison_table_html(names: Sequence[str], summaries: Sequence[Mapping[str,
     return f"<table>{head}{''.join(body)}</table>"
 
 
-def write_comparison_report(sessions: Sequence[SessionOutputs], folder: Path) -> Path:
+def write_comparison_report(sessions: Sequence[SessionOutputs], folder: Path,
+                            overview: str = "") -> Path:
     """Write folder/report.html comparing the sessions, each shown in full too.
 
     :param sessions: the sessions' outputs, in command-line order.
     :param folder: the top output folder (sessions are in its subfolders).
+    :param overview: HTML put first (a batch's study overview).
     :return: the report path.
     """
     names = [s.name for s in sessions]
     summaries = [s.summary for s in sessions]
+    title = "Emotion sessions compared: " + " vs ".join(names)
+    if len(sessions) > MAX_COMPARED_SESSIONS:
+        links = "".join(f'<li><a href="{relative_href(s.folder.name, "report.html")}">'
+                        f"{_e(s.name)}</a></li>" for s in sessions)
+        remove_stale(folder, ["comparison.png"])  # of an earlier, smaller run
+        return write_text(folder / "report.html", html_page(
+            f"Emotion study: {len(sessions)} sessions", f"{len(sessions)} sessions",
+            f"{overview}<h2>Session reports</h2><ul>{links}</ul>"
+            f"<h2>How to read this</h2>{GLOSSARY}"))
     figure = plot_comparison(names, summaries, folder / "comparison.png")
     columns = "".join(
         f"<div><h3>{_e(s.name)}</h3>"
@@ -310,10 +327,9 @@ def write_comparison_report(sessions: Sequence[SessionOutputs], folder: Path) ->
         f"<h2>Session {_e(s.name)}</h2>"
         + session_body_html(s, "h3", (s.folder.name,), glossary=False)
         for s in sessions)
-    body = (f"<h2>Comparison</h2>{comparison_table_html(names, summaries)}"
+    body = (f"{overview}<h2>Comparison</h2>{comparison_table_html(names, summaries)}"
             f'<img alt="comparison" src="{data_uri(figure)}">'
             f'<div class="cols">{columns}</div>{sections}'
             f"<h2>How to read this</h2>{GLOSSARY}")
-    title = "Emotion sessions compared: " + " vs ".join(names)
     return write_text(folder / "report.html",
                       html_page(title, f"{len(sessions)} sessions", body))

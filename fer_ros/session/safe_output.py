@@ -26,7 +26,8 @@ from typing import Iterable, Iterator, List, Set
 #: folder; a session folder may not take one of them (case-insensitively).
 RESERVED_NAMES = frozenset({
     "report.html", "comparison.png", "faces.csv", "summary.json", "timeline.png",
-    "valence_stability.png", "emotion_shares.png", "annotated.mp4"})
+    "valence_stability.png", "emotion_shares.png", "annotated.mp4",
+    "study.csv", "study_groups.csv", "study.png", "study_groups.png"})
 
 #: Names Windows refuses for files, whatever their suffix.
 WINDOWS_DEVICE_NAMES = frozenset(
