@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+from bench_common import cpu_model, replace_readme_section
+
 REPO = Path(__file__).resolve().parent.parent
 MEDIA = REPO.parent / "shared" / "media"
 FOOTAGE = "WolfgangLanger_Pexels.mp4"
@@ -50,15 +52,7 @@ README_END = "<!-- /benchmark: analyze_parallel -->"
 
 def machine() -> Dict[str, Any]:
     """Describe the machine and its load."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "host": platform.node(), "date": time.strftime("%Y-%m-%d %H:%M"),
             "load_average": [round(v, 2) for v in os.getloadavg()]}
 
@@ -203,11 +197,7 @@ def table(results: Dict[str, Any]) -> str:
 
 def update_readme(results: Dict[str, Any]) -> None:
     """Replace the README's generated block with this run's table."""
-    readme = REPO / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    start, end = text.index(README_START), text.index(README_END)
-    readme.write_text(text[:start + len(README_START)] + "\n" + table(results) + "\n"
-                      + text[end:], encoding="utf-8")
+    replace_readme_section(README_START + "\n", README_END, table(results) + "\n")
 
 
 def main(argv: List[str] | None = None) -> int:

@@ -42,9 +42,9 @@ from fer_ros.model_files import ModelLoadError
 from fer_ros.msg import Emotion, EmotionArray
 from fer_ros.nodes.messages import frame_to_msg, stamp_to_seconds
 from fer_ros.nodes.node_runner import run_node
-from fer_ros.nodes.parameter_declaration import declare_parameters
+from fer_ros.nodes.parameter_declaration import accept_changes, declare_parameters
 from fer_ros.overlay import draw_overlay
-from fer_ros.parameters import FER_NODE_PARAMETERS, PARAMETERS_BY_NAME, check, validate
+from fer_ros.parameters import FER_NODE_PARAMETERS, validate
 from fer_ros.pipeline import EmotionPipeline, build_pipeline
 
 #: Hot-path warnings are printed at most once per this many seconds.
@@ -193,22 +193,14 @@ class FerNode(LifecycleNode):
 
     # -- parameters -------------------------------------------------------------
     def _on_set_parameters(self, parameters) -> SetParametersResult:
-        for parameter in parameters:
-            spec = PARAMETERS_BY_NAME.get(parameter.name)
-            problem = check(spec, parameter.value) if spec else None
-            if problem:
-                return SetParametersResult(successful=False, reason=problem)
-        for parameter in parameters:
-            if parameter.name not in PARAMETERS_BY_NAME:
-                continue  # ROS's own (use_sim_time, qos_overrides.*)
-            self.values[parameter.name] = parameter.value
-            if self.pipeline is None:
-                continue  # applied when the node is configured
-            if parameter.name == "min_detection_score":
-                self.pipeline.detector.min_score = float(parameter.value)
-            elif parameter.name == "smoothing_time_constant_s":
-                self.pipeline.config.smoothing_time_constant_s = float(parameter.value)
-        return SetParametersResult(successful=True)
+        result = accept_changes(parameters, FER_NODE_PARAMETERS, self.values)
+        if result.successful and self.pipeline is not None:  # else: at configure
+            for parameter in parameters:
+                if parameter.name == "min_detection_score":
+                    self.pipeline.detector.min_score = float(parameter.value)
+                elif parameter.name == "smoothing_time_constant_s":
+                    self.pipeline.config.smoothing_time_constant_s = float(parameter.value)
+        return result
 
     # -- frames -----------------------------------------------------------------
     def _on_image(self, msg: Any) -> None:

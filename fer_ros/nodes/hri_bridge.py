@@ -49,8 +49,8 @@ from fer_ros.model_files import ModelLoadError
 from fer_ros.msg import EmotionArray
 from fer_ros.nodes.messages import stamp_to_seconds
 from fer_ros.nodes.node_runner import run_node
-from fer_ros.nodes.parameter_declaration import declare_parameters
-from fer_ros.parameters import CLASSIFIER_PARAMETER_NAMES, HRI_BRIDGE_PARAMETERS, check
+from fer_ros.nodes.parameter_declaration import accept_changes, declare_parameters
+from fer_ros.parameters import CLASSIFIER_PARAMETER_NAMES, HRI_BRIDGE_PARAMETERS
 from fer_ros.pipeline import EmotionPipeline, FaceCrop, build_pipeline
 
 #: Hot-path warnings are printed at most once per this many seconds.
@@ -299,18 +299,12 @@ class HriBridgeNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_set_parameters(self, parameters: List[Any]) -> SetParametersResult:
-        specs = {spec.name: spec for spec in HRI_BRIDGE_PARAMETERS}
-        for parameter in parameters:
-            spec = specs.get(parameter.name)
-            problem = check(spec, parameter.value) if spec else None
-            if problem:
-                return SetParametersResult(successful=False, reason=problem)
-        for parameter in parameters:
-            if parameter.name in specs:
-                self.values[parameter.name] = parameter.value
-            if parameter.name == "smoothing_time_constant_s" and self.pipeline is not None:
-                self.pipeline.config.smoothing_time_constant_s = float(parameter.value)
-        return SetParametersResult(successful=True)
+        result = accept_changes(parameters, HRI_BRIDGE_PARAMETERS, self.values)
+        if result.successful and self.pipeline is not None:
+            for parameter in parameters:
+                if parameter.name == "smoothing_time_constant_s":
+                    self.pipeline.config.smoothing_time_constant_s = float(parameter.value)
+        return result
 
     def close(self) -> None:
         """Release every face's topics and publish an empty list (call before destroy_node).

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, Sequence
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
 from rclpy.node import Node
 
-from fer_ros.parameters import ParameterSpec, validate
+from fer_ros.parameters import ParameterSpec, check, validate
 
 
 def descriptor_of(spec: ParameterSpec) -> ParameterDescriptor:
@@ -47,3 +48,24 @@ def declare_parameters(node: Node, table: Sequence[ParameterSpec],
     if problems:
         raise ValueError("; ".join(problems))
     return values
+
+
+def accept_changes(parameters: Sequence[Any], table: Sequence[ParameterSpec],
+                   values: Dict[str, Any]) -> SetParametersResult:
+    """Check run-time changes against ``table``; store them in ``values`` if all are valid.
+
+    For a node's set-parameters callback: a change that breaks a range or a
+    choice is refused with the reason, and then nothing changes.
+    Parameters outside the table (``use_sim_time``, ``qos_overrides.*``) are
+    ROS's own: accepted, not stored.
+    """
+    specs = {spec.name: spec for spec in table}
+    for parameter in parameters:
+        spec = specs.get(parameter.name)
+        problem = check(spec, parameter.value) if spec else None
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
+    for parameter in parameters:
+        if parameter.name in specs:
+            values[parameter.name] = parameter.value
+    return SetParametersResult(successful=True)
