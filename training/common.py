@@ -148,8 +148,9 @@ def predict_probabilities(model, images: np.ndarray, tta: TtaViews,
 
 def tta_views(config: TrainConfig) -> TtaViews:
     """Return the test-time views a run's model is evaluated (and shipped) with."""
+    # TtaViews checks the pairs (whole pixels, in range) and normalises them.
     return TtaViews(config.tta_flip, tuple(config.tta_zooms),
-                    tuple(tuple(shift) for shift in config.tta_shifts))
+                    config.tta_shifts)  # type: ignore[arg-type]
 
 
 def start_run(config: TrainConfig) -> Path:
