@@ -115,7 +115,7 @@ def test_jobs_1_writes_the_study(reference):
     assert sorted(row["session"] for row in sessions) == sorted(CLIPS)
     assert {(row["participant"], row["phase"]) for row in sessions} == \
         {("P01", "pre"), ("P01", "post"), ("P02", "pre"), ("P02", "post")}
-    assert all(row["face_id"] for row in rows if row["scope"] == "face")
+    assert all(row["face_id"] and row["person_id"] for row in rows if row["scope"] == "face")
     groups = list(csv.DictReader((reference / "study_groups.csv").open(encoding="utf-8")))
     assert [row["participant"] for row in groups] == ["P01", "P02", "all"]
     by_id = {row["session"]: float(row["mean_valence"]) for row in sessions}

@@ -2,6 +2,7 @@
 
 A recorded session (a video, a rosbag2 recording, or the emotion_recorder's
 ``emotions.jsonl``) runs through exactly the fer node's pipeline and becomes
-per-face tables, statistics, figures and a self-contained HTML report.
+per-person (re-identified) and per-face tables, statistics, figures and a
+self-contained HTML report.
 Pure Python: no rclpy.
 """

@@ -43,6 +43,8 @@ from fer_ros.session.data import (FaceRow, FrameSelection, InputDescription, Pro
 from fer_ros.session.data_files import write_faces_csv, write_summary_json
 from fer_ros.session.figures import FIGURE_FILES, plot_shares, plot_timeline, plot_valence
 from fer_ros.session.html import write_comparison_report, write_session_report
+from fer_ros.session.persons import (PersonChanges, PersonOptions, check_only, check_people,
+                                     check_reidentification, restrict_to_people, save_people)
 from fer_ros.session.recording import is_recording, load_recording, recording_name
 from fer_ros.session.safe_output import OutputError, inside, remove_stale, session_names
 from fer_ros.session.sources import BagError, expand_inputs, open_source
@@ -60,11 +62,15 @@ VIDEO_FILE = "annotated.mp4"
 INPUT_ERRORS = (SessionError, BagError)
 
 
-def pipeline_values(params_file: Optional[Path], model: Optional[str]) -> Dict[str, Any]:
-    """Pipeline parameter values from a node parameters file and ``--model``.
+def pipeline_values(params_file: Optional[Path], model: Optional[str],
+                    reidentify: bool = True, people: Optional[Path] = None) -> Dict[str, Any]:
+    """Pipeline parameter values from a node parameters file and the options.
 
     :param params_file: YAML of the ``fer: ros__parameters:`` form, or None.
     :param model: ``3class``, ``7class`` or a model path; overrides the file.
+    :param reidentify: re-identification (``--no-reidentify``: False);
+        overrides the file, whose ``reidentify`` is the robot's choice.
+    :param people: ``--people DIR``; overrides the file's ``people_dir``.
     :return: parameter name -> value (missing ones take the node's defaults,
         except ``test_time_views``, which is 'model').
     :raises SessionError: for an unreadable file or invalid values.
@@ -78,6 +84,9 @@ def pipeline_values(params_file: Optional[Path], model: Optional[str]) -> Dict[s
             raise SessionError(str(error)) from None
     if model is not None:
         values["model"] = model
+    values["reidentify"] = reidentify
+    if people is not None:
+        values["people_dir"] = str(people)
     problems = validate(values)
     if problems:
         where = f"{params_file}: " if params_file is not None else ""
@@ -103,7 +112,7 @@ def face_row(frame: Frame, face: FaceResult) -> FaceRow:
         float(face.valence), float(face.stability.stability),
         float(face.stability.label_change_rate), float(face.stability.valence_mssd),
         int(face.stability.samples), float(face.tracked_seconds), face.dynamic_label,
-        float_tuple(dynamic) if dynamic is not None else ())
+        float_tuple(dynamic) if dynamic is not None else (), face.person_id)
 
 
 FrameCallback = Callable[[np.ndarray, FrameResult], None]
@@ -128,6 +137,7 @@ def analyze_source(source: SessionSource, pipeline: EmotionPipeline, model: str,
                           float(pipeline.config.stability_window_s), selection)
     started = time.perf_counter()
     frames_read, reached_end = 0, False
+    changes = PersonChanges(pipeline.persons) if pipeline.persons is not None else None
     with progress_bar(source.description, selection, show_progress) as bar:
         for frame in source.frames():
             bar.update(1)
@@ -146,9 +156,13 @@ def analyze_source(source: SessionSource, pipeline: EmotionPipeline, model: str,
             result = pipeline.process(image, frame.time_s)
             session.frames.append(ProcessedFrame(frame.index, frame.time_s, len(result.faces)))
             session.rows.extend(face_row(frame, face) for face in result.faces)
+            if changes is not None:
+                changes.observe(result)
             if on_frame is not None:
                 on_frame(image, result)
     session.processing_s = time.perf_counter() - started
+    if changes is not None:
+        changes.settle(session.rows)
     if not reached_end:
         session.note_frames_read(frames_read, getattr(source, "damage", ""))
     session.check_not_empty()
@@ -203,6 +217,9 @@ class AnalysisRequest:
     :param compare: the inputs are exactly two sessions to compare.
     :param annotated_video: write annotated.mp4.
     :param show_progress: progress bars on stderr.
+    :param reidentify: person ids across face tracks (``--no-reidentify``: False).
+    :param people: folder of known people's photos (``--people``).
+    :param persons: ``--only``, ``--anonymize``, ``--save-people``.
     """
 
     inputs: List[Path]
@@ -215,6 +232,9 @@ class AnalysisRequest:
     compare: bool = False
     annotated_video: bool = True
     show_progress: bool = True
+    reidentify: bool = True
+    people: Optional[Path] = None
+    persons: PersonOptions = field(default_factory=PersonOptions)
 
 
 @dataclass
@@ -247,15 +267,20 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def prepare_inputs(request: AnalysisRequest) -> Tuple[Dict[str, Any], List[Path], bool]:
+def prepare_inputs(request: AnalysisRequest, people: bool = True
+                   ) -> Tuple[Dict[str, Any], List[Path], bool]:
     """Check the request and list its sessions.
 
     :param request: inputs, output folder and options.
+    :param people: enroll the known people once to check their photos
+        (False: the caller has done so).
     :return: ``(pipeline values, one path per session, whether it is a batch)``;
         a batch is several sessions without ``--compare``.
-    :raises SessionError: for a bad parameter, input or output folder.
+    :raises SessionError: for a bad parameter, input, output folder or
+        photo of a known person.
     """
-    values = pipeline_values(request.params_file, request.model)
+    values = pipeline_values(request.params_file, request.model, request.reidentify,
+                             request.people)
     paths = request.recordings + expand_inputs(request.inputs)
     if not paths:
         raise SessionError("no input given")
@@ -266,10 +291,21 @@ def prepare_inputs(request: AnalysisRequest) -> Tuple[Dict[str, Any], List[Path]
         raise SessionError(f"--compare needs exactly two sessions, got {len(paths)}")
     if request.output.exists() and not request.output.is_dir():
         raise SessionError(f"{request.output}: exists and is not a folder")
+    with_model = [path for path in paths
+                  if path not in request.recordings and not is_recording(path)]
+    if request.persons.save_people is not None and (len(paths) != 1 or not with_model):
+        raise SessionError("--save-people wants one video or rosbag2 input (each session "
+                           "has its own people)")
+    if with_model and request.reidentify:
+        check_reidentification()
+        if people:
+            enrolled = check_people(values)
+            if len(with_model) == len(paths):  # recordings name whom they recorded
+                check_only(request.persons.only, enrolled, values.get("people_dir", ""))
     return values, paths, len(paths) > 1 and not request.compare
 
 
-def analyze_and_report(request: AnalysisRequest) -> AnalysisResult:
+def analyze_and_report(request: AnalysisRequest, checked: bool = False) -> AnalysisResult:
     """Analyse every session of the request and write all outputs.
 
     One input, or the two of ``--compare``: any problem stops the run.  A
@@ -279,11 +315,12 @@ def analyze_and_report(request: AnalysisRequest) -> AnalysisResult:
     :func:`fer_ros.session.batch.analyze_all`: workers, resume, study overview).
 
     :param request: inputs, output folder and options.
+    :param checked: the known people's photos were checked already.
     :return: the top report.html, each session's outputs and the failures.
     :raises SessionError, BagError, ModelLoadError, DetectorError, OutputError:
         with one line naming the input or file and the problem.
     """
-    values, paths, batch = prepare_inputs(request)
+    values, paths, batch = prepare_inputs(request, people=not checked)
     failures: Dict[Path, str] = {}
     sources: Dict[Path, Any] = {}
     result = AnalysisResult(None)
@@ -330,6 +367,7 @@ def _analyze_one(path: Path, name: str, folder: Path, source: Any,
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     writer: Optional[AnnotatedVideoWriter] = None
+    persons = request.persons
     try:
         if source is None:
             session = load_recording(path, request.selection)
@@ -337,10 +375,15 @@ def _analyze_one(path: Path, name: str, folder: Path, source: Any,
             pipeline, model = build_pipeline(values)
             if request.annotated_video:
                 rate = source.description.frame_rate / request.selection.every
-                writer = AnnotatedVideoWriter(folder / VIDEO_FILE, rate)
+                writer = AnnotatedVideoWriter(folder / VIDEO_FILE, rate, persons.anonymize,
+                                              persons.only)
             session = analyze_source(source, pipeline, model, request.selection, writer,
                                      request.show_progress)
+            if persons.save_people is not None:
+                save_people(pipeline.persons, persons.save_people)
         session.description.name = name
+        session.anonymized = persons.anonymize
+        restrict_to_people(session, persons.only)
         return write_session_outputs(session, folder, writer)
     except BaseException:
         if writer is not None:

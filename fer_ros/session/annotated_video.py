@@ -1,5 +1,12 @@
 """The annotated video of a session: processed frames with the node's overlay.
 
+With ``--anonymize`` every face is pixelated beyond recognition
+(:func:`fer_ros.overlay.pixelate_faces`: the face box and a margin of
+:data:`fer_ros.overlay.BLUR_MARGIN` of its side around it, so every box of
+faces.csv is covered) before the boxes and labels are drawn.  With
+``--only`` just those people are annotated; everyone else's face is
+pixelated, as they are left out of every other output too.
+
 The video is streamed into a temporary file while the frames are
 processed and renamed to ``annotated.mp4`` only at the very end, after
 the small text outputs, so a full disk or an interrupted run never leaves a
@@ -8,13 +15,14 @@ truncated video under the final name.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from fer_ros.overlay import draw_overlay
+from fer_ros.overlay import draw_overlay, pixelate_faces
 from fer_ros.pipeline import FrameResult
 from fer_ros.session.safe_output import OutputError, commit, remove_quietly, temporary_path
 
@@ -32,11 +40,17 @@ class AnnotatedVideoWriter:
 
     :param path: the video file to write.
     :param frame_rate: frames/s written into the file.
+    :param blur_faces: pixelate every face (``--anonymize``).
+    :param only: annotate only these people and pixelate the other faces
+        (``--only``; empty: everyone).
     """
 
-    def __init__(self, path: Path, frame_rate: float) -> None:
+    def __init__(self, path: Path, frame_rate: float, blur_faces: bool = False,
+                 only: Sequence[str] = ()) -> None:
         self.path = path
         self.frame_rate = max(1.0, float(frame_rate))
+        self.blur_faces = blur_faces
+        self.only = frozenset(only)
         self.frames = 0
         self._writer: Optional[cv2.VideoWriter] = None
         self._size: Tuple[int, int] = (0, 0)
@@ -45,7 +59,14 @@ class AnnotatedVideoWriter:
 
     def __call__(self, image: np.ndarray, result: FrameResult) -> None:
         """Annotate one frame and append it (resized to the first frame's size)."""
-        overlay = draw_overlay(image, result)
+        if self.only:
+            others = [f.detection.box for f in result.faces if f.person_id not in self.only]
+            if others:
+                image = image.copy()
+                pixelate_faces(image, others)
+            result = dataclasses.replace(
+                result, faces=[f for f in result.faces if f.person_id in self.only])
+        overlay = draw_overlay(image, result, blur_faces=self.blur_faces)
         if self._writer is None:
             self._temporary = temporary_path(self.path)
             # A failed write (full disk) would print one OpenCV warning per

@@ -34,6 +34,7 @@ from fer_ros.session.analysis import (INPUT_ERRORS, AnalysisRequest, AnalysisRes
 from fer_ros.session.completion import (analysis_settings, clear_marker, completed_files,
                                         input_fingerprint, write_marker)
 from fer_ros.session.data import FrameSelection, SessionOutputs
+from fer_ros.session.persons import PersonOptions
 from fer_ros.session.figures import FIGURE_FILES
 from fer_ros.session.html import write_comparison_report
 from fer_ros.session.progress import StudyProgress
@@ -93,6 +94,7 @@ class SessionTask:
     :param selection: which frames to process.
     :param topic: rosbag2 image topic.
     :param annotated_video: write annotated.mp4.
+    :param persons: ``--only`` and ``--anonymize`` (``--save-people`` is for one session).
     """
 
     key: int
@@ -105,10 +107,12 @@ class SessionTask:
     selection: FrameSelection
     topic: Optional[str]
     annotated_video: bool
+    persons: PersonOptions = PersonOptions()
 
     def settings(self) -> Dict[str, Any]:
         """Return the settings recorded in the completion marker."""
-        return analysis_settings(self.values, self.selection, self.topic, self.annotated_video)
+        return analysis_settings(self.values, self.selection, self.topic, self.annotated_video,
+                                 self.persons.only, self.persons.anonymize)
 
 
 @dataclass
@@ -231,7 +235,8 @@ def analyze_task(task: SessionTask, emit: Callable[[Dict[str, Any]], None],
             emit({"task": task.key, "total": source.description.frame_count})
             source = CountingSource(source, report)
         request = AnalysisRequest([path], task.folder, task.selection, task.topic,
-                                  annotated_video=task.annotated_video, show_progress=False)
+                                  annotated_video=task.annotated_video, show_progress=False,
+                                  persons=task.persons)
         outputs = _analyze_one(path, task.name, task.folder, source, values, request)
         write_marker(task.folder, fingerprint, task.settings(), outputs.files)
     except INPUT_ERRORS as error:
@@ -338,13 +343,16 @@ def analyze_all(request: AnalysisRequest, options: BatchOptions) -> BatchResult:
     """
     values, paths, batch = prepare_inputs(request)
     if not batch:
-        single = analyze_and_report(request)
+        single = analyze_and_report(request, checked=True)
         return BatchResult(single.report, single.sessions, single.failures)
     output = request.output.resolve()
     output.mkdir(parents=True, exist_ok=True)
+    if values.get("people_dir"):  # workers may run in another folder
+        values["people_dir"] = str(Path(values["people_dir"]).expanduser().resolve())
     tasks = [SessionTask(key, path, path.resolve(), name, inside(output, output / name),
                          path in request.recordings or is_recording(path), values,
-                         request.selection, request.topic, request.annotated_video)
+                         request.selection, request.topic, request.annotated_video,
+                         request.persons)
              for key, (path, name) in enumerate(zip(paths, unique_names(paths)))]
     result = BatchResult(None)
     sessions: Dict[int, SessionOutputs] = {}

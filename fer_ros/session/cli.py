@@ -4,13 +4,15 @@ r"""``fer-analyze``: per-person emotion report of a recorded session.
     fer-analyze recording_bag/ --topic /camera/image_raw --output report/
     fer-analyze --compare pre.mp4 post.mp4 --output comparison/
     fer-analyze --from-jsonl fer_recording/emotions.jsonl --output report/
+    fer-analyze session.mp4 -o report/ --people people/ --only child --anonymize
     fer-analyze study/ -o reports/ -j 8 --resume --group-by '(?P<child>P\d+)_(?P<phase>pre|post)'
     fer-analyze study/ --output reports/ --scheduler tcp://10.0.0.5:8786
 
 Inputs are video files, folders of videos, rosbag2 recordings (sqlite3 or
 mcap) with a sensor_msgs/Image or CompressedImage topic, or the
 emotion_recorder's emotions.jsonl.  Writes faces.csv, summary.json, PNG
-figures, annotated.mp4 and a self-contained report.html.
+figures, annotated.mp4 and a self-contained report.html, per person: faces
+are re-identified across losses of any length unless --no-reidentify.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional, Sequence
+from typing import NoReturn, Optional, Sequence, Tuple
 
 PROG = "fer-analyze"
 
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the command-line interface."""
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0],
                            formatter_class=argparse.RawDescriptionHelpFormatter,
-                           epilog="\n".join(__doc__.splitlines()[2:8]))
+                           epilog="\n".join(__doc__.splitlines()[2:9]))
     parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
                         help="video, folder of videos, rosbag2 recording or emotions.jsonl")
     parser.add_argument("--output", "-o", required=True, type=Path, help="output folder")
@@ -60,6 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-video", action="store_true",
                         help="do not write annotated.mp4")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    people = parser.add_argument_group(
+        "people and privacy",
+        "Faces are re-identified: each person keeps one person_id however long they are "
+        "away, and the outputs are per person.  Face embeddings stay in memory.")
+    people.add_argument("--no-reidentify", action="store_true",
+                        help="no person ids: per face track only (no dlib needed)")
+    people.add_argument("--people", type=Path, metavar="DIR",
+                        help="known people: one sub-folder of photos per name (e.g. child/, "
+                        "therapist/), each photo showing one face; matched people carry the name")
+    people.add_argument("--only", type=only_argument, metavar="NAME[,NAME]",
+                        help="restrict the outputs to these people (names, or ids like person_2)")
+    people.add_argument("--anonymize", action="store_true",
+                        help="pixelate every face in annotated.mp4 (the report has figures only "
+                        "and no file holds embeddings either way)")
+    people.add_argument("--save-people", type=Path, metavar="FILE",
+                        help="write the people's face embeddings (biometric data) to this JSON "
+                        "file, private (0600); one session only")
     batch = parser.add_argument_group(
         "batches (several inputs: a study)",
         "Each session gets its own folder; --output also gets study.csv and an overview.")
@@ -90,6 +109,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def only_argument(text: str) -> Tuple[str, ...]:
+    """Parse ``--only NAME[,NAME]`` (argparse type)."""
+    from fer_ros.session.persons import parse_only
+
+    try:
+        return parse_only(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def person_option_conflict(args: argparse.Namespace) -> str:
+    """Return why the people and privacy options contradict each other ("" when they do not)."""
+    if args.no_reidentify:
+        given = [flag for flag, value in (("--people", args.people), ("--only", args.only),
+                                          ("--save-people", args.save_people)) if value]
+        if given:
+            return f"{given[0]} needs re-identification: drop --no-reidentify"
+    if args.anonymize and args.save_people:
+        return "--save-people writes face embeddings, which --anonymize promises not to"
+    return ""
+
+
 def group_pattern_argument(text: str) -> str:
     """Check a --group-by pattern (argparse type); the text is kept."""
     from fer_ros.session.data import SessionError
@@ -104,11 +145,15 @@ def group_pattern_argument(text: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if person_option_conflict(args):
+        parser.error(person_option_conflict(args))
     from fer_ros.model_files import ModelLoadError
     from fer_ros.session.analysis import AnalysisRequest
     from fer_ros.session.batch import BatchOptions, analyze_all
     from fer_ros.session.data import FrameSelection, SessionError
+    from fer_ros.session.persons import PersonOptions
     from fer_ros.session.safe_output import OutputError
     from fer_ros.session.sources import BagError
     from fer_ros.session.workers import RunnerError
@@ -121,7 +166,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             list(args.compare or args.inputs), args.output,
             FrameSelection(args.start, args.end, args.every), args.topic, args.model,
             args.params_file, args.from_jsonl, bool(args.compare), not args.no_video,
-            not args.quiet)
+            not args.quiet, not args.no_reidentify, args.people,
+            PersonOptions(args.only or (), args.anonymize, args.save_people))
         result = analyze_all(request, BatchOptions(args.jobs, args.scheduler, args.resume,
                                                    args.group_by))
     except (SessionError, BagError, ModelLoadError, OutputError, RunnerError,
@@ -134,6 +180,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for outputs in result.sessions:
         overall = outputs.summary["session"]
         emotion = f"mostly {overall['dominant_emotion']}" if overall["faces"] else "no face"
+        if overall.get("persons"):
+            emotion = f"{overall['persons']} person(s), {emotion}"
         kept = " (complete from an earlier run: kept)" if outputs.name in result.resumed else ""
         print(f"{outputs.name}: {outputs.summary['frames_processed']} frames, "
               f"{overall['faces']} face(s), {emotion}; written to {outputs.folder}{kept}")

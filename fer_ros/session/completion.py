@@ -71,20 +71,29 @@ def input_fingerprint(path: Path) -> Dict[str, Any]:
 
 
 def analysis_settings(values: Mapping[str, Any], selection: FrameSelection,
-                      topic: Optional[str], annotated_video: bool) -> Dict[str, Any]:
+                      topic: Optional[str], annotated_video: bool,
+                      only: Sequence[str] = (), anonymize: bool = False) -> Dict[str, Any]:
     """Collect the settings a session's outputs depend on, JSON-ready and canonical.
+
+    The known people's folder (``people_dir``) counts by its photos'
+    fingerprints, not its path: other photos give other names.
 
     :param values: the pipeline's parameter values.
     :param selection: which frames are processed.
     :param topic: rosbag2 image topic.
     :param annotated_video: whether annotated.mp4 is written.
+    :param only: ``--only`` people.
+    :param anonymize: ``--anonymize``.
     :return: a dict that compares equal exactly when the outputs would.
     """
     pipeline = {key: values[key] for key in sorted(values) if key not in NOT_SETTINGS}
+    if pipeline.get("people_dir"):
+        pipeline["people_dir"] = input_fingerprint(Path(pipeline["people_dir"]).expanduser())
     return json.loads(json.dumps({
         "fer_ros": __version__, "pipeline": pipeline,
         "selection": [selection.start_s, selection.end_s, selection.every],
-        "topic": topic, "annotated_video": annotated_video}, default=str))
+        "topic": topic, "annotated_video": annotated_video,
+        "persons": {"only": list(only), "anonymize": anonymize}}, default=str))
 
 
 def write_marker(folder: Path, fingerprint: Mapping[str, Any], settings: Mapping[str, Any],

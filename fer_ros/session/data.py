@@ -129,6 +129,8 @@ class FaceRow:
     :param tracked_seconds: time since the face was first seen, seconds.
     :param dynamic_label: CNN-LSTM label ("" when none yet).
     :param dynamic_probabilities: CNN-LSTM probabilities (empty when none).
+    :param person_id: with re-identification, the person across losses of
+        any length (``person_2`` or a known person's name); "" without.
     """
 
     frame_index: int
@@ -150,6 +152,12 @@ class FaceRow:
     tracked_seconds: float
     dynamic_label: str = ""
     dynamic_probabilities: Tuple[float, ...] = ()
+    person_id: str = ""
+
+    @property
+    def subject(self) -> str:
+        """Who the row is about in the report: its person, else its face track."""
+        return self.person_id or self.face_id
 
 
 @dataclass
@@ -180,6 +188,8 @@ class SessionData:
     :param ended_early: how it ended early, in words ("" when it did not).
     :param warnings: one line each: what was wrong with the input although
         it could be analysed (shown by the CLI, in summary.json and the report).
+    :param only: the people the outputs are restricted to (``--only``; empty: all).
+    :param anonymized: faces are pixelated in annotated.mp4 (``--anonymize``).
     """
 
     description: InputDescription
@@ -195,6 +205,8 @@ class SessionData:
     frames_read: Optional[int] = None
     ended_early: str = ""
     warnings: List[str] = field(default_factory=list)
+    only: Tuple[str, ...] = ()
+    anonymized: bool = False
 
     def face_ids(self) -> List[str]:
         """Face ids in order of first appearance."""
@@ -203,6 +215,22 @@ class SessionData:
     def rows_of(self, face_id: str) -> List[FaceRow]:
         """Return the rows of one face, in time order."""
         return [row for row in self.rows if row.face_id == face_id]
+
+    def person_ids(self) -> List[str]:
+        """Person ids in order of first appearance (empty without re-identification)."""
+        return list(dict.fromkeys(row.person_id for row in self.rows if row.person_id))
+
+    def rows_of_person(self, person_id: str) -> List[FaceRow]:
+        """Return the rows of one person (all their face tracks), in time order."""
+        return [row for row in self.rows if row.person_id == person_id]
+
+    def subjects(self) -> List[str]:
+        """Whom the report shows, in order of first appearance: persons, else faces."""
+        return list(dict.fromkeys(row.subject for row in self.rows))
+
+    def rows_of_subject(self, subject: str) -> List[FaceRow]:
+        """Return the rows of one subject (:attr:`FaceRow.subject`), in time order."""
+        return [row for row in self.rows if row.subject == subject]
 
     def frame_period_s(self) -> float:
         """Typical time between processed frames, seconds (median spacing)."""

@@ -13,7 +13,8 @@ from fer_ros.session.safe_output import atomic_path, write_text
 
 def csv_header(labels: Sequence[str]) -> List[str]:
     """Column names of faces.csv for a label set."""
-    return (["frame_index", "time_s", "stamp", "face_id", "x", "y", "width", "height",
+    return (["frame_index", "time_s", "stamp", "face_id", "person_id",
+             "x", "y", "width", "height",
              "detection_score", "label", "confidence", "frame_label"]
             + [f"p_{label}" for label in labels]
             + [f"smoothed_p_{label}" for label in labels]
@@ -25,7 +26,7 @@ def csv_header(labels: Sequence[str]) -> List[str]:
 def csv_values(row: FaceRow, labels: Sequence[str]) -> List[Any]:
     """One faces.csv line (dynamic probabilities empty when there are none)."""
     dynamic: List[Any] = list(row.dynamic_probabilities) or [""] * len(labels)
-    return ([row.frame_index, row.time_s, row.stamp, row.face_id, *row.box,
+    return ([row.frame_index, row.time_s, row.stamp, row.face_id, row.person_id, *row.box,
              row.detection_score, row.label, row.confidence, row.frame_label]
             + list(row.probabilities) + list(row.smoothed_probabilities)
             + [row.valence, row.stability, row.label_change_rate, row.valence_mssd,

@@ -1,9 +1,9 @@
 """The figures of a session report (PNG, matplotlib's object API, no display needed).
 
-Figures are drawn on an Agg canvas, never with pyplot: per face, the
-class probabilities over time with the published label; valence and
-stability over time; the share of each emotion; and the comparison of
-several sessions.
+Figures are drawn on an Agg canvas, never with pyplot: per person (per
+face track without re-identification), the class probabilities over time
+with the published label; valence and stability over time; the share of
+each emotion; and the comparison of several sessions.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ LABEL_COLOURS = {
 SERIES_COLOURS = ("#1f77b4", "#ff7f0e", "#9467bd", "#17becf", "#8c564b", "#e377c2",
                   "#bcbd22", "#7f7f7f")
 
-#: At most this many faces (those seen longest) get their own plot rows.
+#: At most this many persons (faces without re-identification), those seen
+#: longest, get their own plot rows.
 MAX_PLOTTED_FACES = 6
 
-#: At most this many faces are listed in the report's table (longest first).
+#: At most this many persons (or faces) are listed in the report's table
+#: (longest first).
 MAX_TABLE_FACES = 25
 
 #: A gap longer than this many frame periods breaks a face's lines and bars.
@@ -89,12 +91,25 @@ def label_colour(label: str, index: int = 0) -> str:
 
 
 def plotted_faces(session: SessionData) -> List[str]:
-    """Return the faces seen longest (at most MAX_PLOTTED_FACES), in order of appearance."""
+    """Return the persons (else faces) seen longest, at most MAX_PLOTTED_FACES.
+
+    :return: :attr:`FaceRow.subject` values, in order of appearance.
+    """
     counts: Dict[str, int] = {}
     for row in session.rows:
-        counts[row.face_id] = counts.get(row.face_id, 0) + 1
-    longest = sorted(counts, key=lambda face_id: -counts[face_id])[:MAX_PLOTTED_FACES]
-    return [face_id for face_id in counts if face_id in longest]
+        counts[row.subject] = counts.get(row.subject, 0) + 1
+    longest = sorted(counts, key=lambda subject: -counts[subject])[:MAX_PLOTTED_FACES]
+    return [subject for subject in counts if subject in longest]
+
+
+def who(session: SessionData) -> str:
+    """Return what the figures show one of: ``person`` with re-identification, else ``face``."""
+    return "person" if session.person_ids() else "face"
+
+
+def subject_summary(summary: Mapping[str, Any], subject: str) -> Mapping[str, Any]:
+    """Return the summary of a person, else of a face track."""
+    return summary.get("persons", {}).get(subject) or summary["faces"][subject]
 
 
 def with_gaps(times: np.ndarray, values: np.ndarray, period_s: float
@@ -168,7 +183,7 @@ def _no_faces(ax: Any) -> None:
 
 
 def plot_timeline(session: SessionData, path: Path) -> Path:
-    """Per face: stacked smoothed class probabilities over time, with the label bar.
+    """Per person (or face): stacked smoothed class probabilities over time, with the label bar.
 
     :param session: the session.
     :param path: PNG file to write.
@@ -181,7 +196,7 @@ def plot_timeline(session: SessionData, path: Path) -> Path:
     grid = np.array([f.time_s for f in session.frames])
     position = {f.index: i for i, f in enumerate(session.frames)}
     for ax, face_id in zip(axes, faces):
-        rows = session.rows_of(face_id)
+        rows = session.rows_of_subject(face_id)
         probs = np.array([r.smoothed_probabilities for r in rows])
         on_grid = np.full((len(grid), len(session.labels)), np.nan)
         on_grid[[position[r.frame_index] for r in rows]] = probs
@@ -205,14 +220,14 @@ def plot_timeline(session: SessionData, path: Path) -> Path:
         _no_faces(axes[0])
     axes[0].set_xlim(grid.min(), grid.max() + period)
     axes[-1].set_xlabel("time from the start of the input (s)")
-    fig.suptitle("Emotion over time per face: stacked areas = smoothed class "
+    fig.suptitle(f"Emotion over time per {who(session)}: stacked areas = smoothed class "
                  "probabilities, top bar = published label")
     _label_legend(fig, session.labels)
     return save(fig, path)
 
 
 def plot_valence(session: SessionData, path: Path) -> Path:
-    """Valence per face (and its mean over the window T) above the stability.
+    """Valence per person or face (and its mean over the window T) above the stability.
 
     :param session: the session.
     :param path: PNG file to write.
@@ -224,7 +239,7 @@ def plot_valence(session: SessionData, path: Path) -> Path:
     ax_valence, ax_stability = fig.subplots(2, 1, sharex=True,
                                             gridspec_kw={"height_ratios": [3, 2]})
     for i, face_id in enumerate(faces):
-        rows = session.rows_of(face_id)
+        rows = session.rows_of_subject(face_id)
         colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
         times = np.array([r.time_s for r in rows])
         valence = np.array([r.valence for r in rows])
@@ -265,7 +280,7 @@ def plot_valence(session: SessionData, path: Path) -> Path:
 
 
 def plot_shares(session: SessionData, summary: Mapping[str, Any], path: Path) -> Path:
-    """Horizontal bars: share of each emotion per face and for all faces.
+    """Horizontal bars: share of each emotion per person (or face) and for all faces.
 
     :param session: the session.
     :param summary: its summary (from :func:`summarize`).
@@ -274,7 +289,7 @@ def plot_shares(session: SessionData, summary: Mapping[str, Any], path: Path) ->
     """
     faces = plotted_faces(session)
     entries = [("all faces", summary["session"]["emotion_shares"])] + [
-        (face_id, summary["faces"][face_id]["emotion_shares"]) for face_id in faces]
+        (face_id, subject_summary(summary, face_id)["emotion_shares"]) for face_id in faces]
     fig = _figure(1.6 + 0.55 * len(entries))
     ax = fig.subplots()
     _draw_stacked_shares(ax, [plain(name) for name, _ in entries][::-1], session.labels,

@@ -117,7 +117,10 @@ def overview_html(summary: Mapping[str, Any]) -> str:
     dominant = overall["dominant_emotion"] or "–"
     share = overall["emotion_shares"].get(dominant, 0.0) if overall["dominant_emotion"] else None
     cards = [(f"{summary['frames_processed']}", "frames analysed"),
-             (f"{overall['faces']}", "faces (tracks)"),
+             (f"{overall['faces']}", "faces (tracks)")]
+    if summary.get("persons"):
+        cards.append((f"{len(summary['persons'])}", "people"))
+    cards += [
              (f"{overall['face_seconds']:.1f} s", "face time on screen"),
              (f"{_e(dominant)} {_percent(share)}", "most frequent emotion"),
              (_signed(overall["mean_valence"]), "mean valence"),
@@ -137,20 +140,52 @@ def overview_html(summary: Mapping[str, Any]) -> str:
             ("Model", _e(summary["model"] or "unknown") + " — classes "
              + _e(", ".join(summary["labels"]))),
             ("Stability window T", f"{summary['stability_window_s']:g} s")]
+    if summary.get("only"):
+        rows.append(("People", "only " + _e(", ".join(summary["only"]))
+                     + " (the other faces are left out of every output)"))
+    rows.append(("Privacy", privacy_text(summary)))
     rows += [("Warning", _e(warning)) for warning in summary.get("warnings", ())]
     table = "".join(f'<tr><th class="l">{k}</th><td class="l">{v}</td></tr>' for k, v in rows)
     return f'<div class="cards">{card_html}</div><table>{table}</table>'
 
 
+#: Face tracks named in a person's row of the report's table, at most.
+MAX_LISTED_TRACKS = 4
+
+
+def _tracks_cell(face_ids: Sequence[str]) -> str:
+    listed = ", ".join(face_ids[:MAX_LISTED_TRACKS])
+    more = f" (+{len(face_ids) - MAX_LISTED_TRACKS})" if len(face_ids) > MAX_LISTED_TRACKS else ""
+    return f"<td class='l'>{_e(listed + more)}</td>"
+
+
+def privacy_text(summary: Mapping[str, Any]) -> str:
+    """Say what the session's files show of the faces, in words."""
+    if summary["input"]["kind"] == "recording":
+        video = "no frames (a recording of the node's results)"
+    elif summary.get("anonymized"):
+        video = "the annotated video: faces pixelated beyond recognition (--anonymize)"
+    else:
+        video = ("the annotated video, if written: the faces as filmed (--anonymize "
+                 "pixelates them)")
+    return (f"{video}; this report: figures only, no frame pixels; no face embeddings in "
+            "the session's files")
+
+
 def faces_table_html(summary: Mapping[str, Any]) -> str:
-    """Make the per-face table (longest on screen first)."""
-    faces = summary["faces"]
+    """Make the per-person table, or the per-face one without persons (longest first)."""
+    persons = summary.get("persons") or {}
+    faces = persons or summary["faces"]
     labels = summary["labels"]
     if not faces:
+        if summary.get("only"):
+            return (f'<p class="note">None of {_e(", ".join(summary["only"]))} was seen in '
+                    "the analysed frames.</p>")
         return '<p class="note">No face was detected in the analysed frames.</p>'
     order = sorted(faces, key=lambda face_id: -faces[face_id]["time_on_screen_s"])
-    head = ("<tr><th class='l'>Face</th><th>On screen</th><th>Seen (s)</th>"
-            "<th class='l'>Most frequent</th>"
+    head = (f"<tr><th class='l'>{'Person' if persons else 'Face'}</th>"
+            + ("<th class='l'>Face tracks</th>" if persons else "")
+            + "<th>On screen</th><th>Seen (s)</th><th class='l'>Most frequent</th>"
             + "".join(f"<th>{_e(label)}</th>" for label in labels)
             + "<th>Mean valence</th><th>Stability mean / min</th><th>Changes per s</th>"
             "<th>Valence MSSD</th><th>Whole-session stability</th></tr>")
@@ -158,7 +193,9 @@ def faces_table_html(summary: Mapping[str, Any]) -> str:
     for face_id in order[:MAX_TABLE_FACES]:
         face = faces[face_id]
         body.append(
-            f"<tr><td class='l'>{_e(face_id)}</td><td>{face['time_on_screen_s']:.1f} s</td>"
+            f"<tr><td class='l'>{_e(face_id)}</td>"
+            + (_tracks_cell(face["face_ids"]) if persons else "")
+            + f"<td>{face['time_on_screen_s']:.1f} s</td>"
             f"<td>{face['first_seen_s']:.1f}–{face['last_seen_s']:.1f}</td>"
             f"<td class='l'>{_e(face['dominant_emotion'])}</td>"
             + "".join(_share_cell(label, face["emotion_shares"][label], i)
@@ -168,8 +205,9 @@ def faces_table_html(summary: Mapping[str, Any]) -> str:
             f"<td>{face['label_change_rate']['mean']:.2f}</td>"
             f"<td>{face['valence_mssd']['mean']:.3f}</td>"
             f"<td>{face['whole_session']['stability']:.2f}</td></tr>")
-    more = (f'<p class="note">{len(order) - MAX_TABLE_FACES} shorter tracks are not listed '
-            "(see summary.json).</p>" if len(order) > MAX_TABLE_FACES else "")
+    kind = "people" if persons else "tracks"
+    more = (f'<p class="note">{len(order) - MAX_TABLE_FACES} {kind} seen for a shorter time '
+            "are not listed (see summary.json).</p>" if len(order) > MAX_TABLE_FACES else "")
     return f"<table>{head}{''.join(body)}</table>{more}"
 
 
@@ -190,6 +228,10 @@ the window, 0 to 4: how abruptly valence moves (Jahng, Wood &amp; Trull, 2008).<
 <dt>Faces</dt><dd>Each face keeps its id while it stays in view; a face that leaves for longer
 than the tracker's limit returns with a new id. Very short tracks are usually passing
 detections.</dd>
+<dt>People</dt><dd>With re-identification (on unless --no-reidentify) each face is also
+recognised as a person, who keeps one id (person_1, person_2, ... or the name of a known
+person) however long they are away; the tables and figures are then per person, over all
+of the person's face tracks.</dd>
 </dl>
 <p class="note">Processing every Nth frame halves (or more) the frames per window, so
 stability values are comparable only between sessions analysed with the same step.</p>
@@ -213,7 +255,8 @@ def session_body_html(outputs: SessionOutputs, heading: str = "h2",
     files = ", ".join(f'<a href="{relative_href(*folder, p.name)}">{_e(p.name)}</a>'
                       for p in outputs.files if p.suffix not in (".png", ".html"))
     return (f"<{heading}>Overview</{heading}>{overview_html(summary)}"
-            f"<{heading}>Faces</{heading}>{faces_table_html(summary)}"
+            f"<{heading}>{'People' if summary.get('persons') else 'Faces'}</{heading}>"
+            f"{faces_table_html(summary)}"
             f"<{heading}>Figures</{heading}>{figures}"
             + (f"<{heading}>How to read this</{heading}>{GLOSSARY}" if glossary else "")
             + f'<p class="note">Files: {files}.</p>')
@@ -252,8 +295,10 @@ def comparison_rows(summaries: Sequence[Mapping[str, Any]]
     overall = [s["session"] for s in summaries]
     rows: List[Tuple[str, List[Optional[float]], str]] = [
         ("frames analysed", [float(s["frames_processed"]) for s in summaries], "count"),
-        ("faces (tracks)", [float(o["faces"]) for o in overall], "count"),
-        ("face time on screen", [o["face_seconds"] for o in overall], "seconds")]
+        ("faces (tracks)", [float(o["faces"]) for o in overall], "count")]
+    if any(o.get("persons") for o in overall):
+        rows.append(("people", [float(o.get("persons", 0)) for o in overall], "count"))
+    rows.append(("face time on screen", [o["face_seconds"] for o in overall], "seconds"))
     rows += [(f"share {label}", [o["emotion_shares"].get(label) for o in overall], "percent")
              for label in labels]
     rows += [("mean valence", [o["mean_valence"] for o in overall], "signed"),

@@ -119,7 +119,9 @@ def face_row_from_record(index: int, time_s: float, stamp: float,
     """Make the row of one ``emotions`` entry of a recorded EmotionArray.
 
     Missing optional fields take the values the pipeline would give
-    (smoothed = raw probabilities, stability 1, no dynamic estimate).
+    (smoothed = raw probabilities, stability 1, no dynamic estimate, no
+    person: a node without re-identification, or a recording made before
+    ``person_id`` existed).
 
     :param index: record number (the frame index of the session).
     :param time_s: seconds from the first record.
@@ -151,7 +153,7 @@ def face_row_from_record(index: int, time_s: float, stamp: float,
         float(emotion.get("stability", 1.0)), float(emotion.get("label_change_rate", 0.0)),
         float(emotion.get("valence_mssd", 0.0)), int(emotion.get("stability_samples", 0)),
         float(emotion.get("tracked_seconds", 0.0)), str(emotion.get("dynamic_label", "")),
-        dynamic)
+        dynamic, str(emotion.get("person_id") or ""))
 
 
 def load_recording(path: Path, selection: FrameSelection) -> SessionData:

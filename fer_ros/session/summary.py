@@ -1,4 +1,8 @@
-"""Session statistics: per face and over all faces (summary.json's content)."""
+"""Session statistics: per face track, per person and over all faces (summary.json's content).
+
+A person (with re-identification) is summarised exactly like a face, over
+all the rows of all their face tracks; ``face_ids`` lists those tracks.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import numpy as np
 
 from fer_ros.labels import valence_of
 from fer_ros.session.data import FaceRow, SessionData
+from fer_ros.session.persons import person_name
 from fer_ros.stability import stability_of
 
 
@@ -65,6 +70,35 @@ def face_summary(rows: Sequence[FaceRow], labels: Sequence[str],
     return summary
 
 
+def person_of_face(rows: Sequence[FaceRow]) -> str:
+    """Return the person a face track showed in most of its rows ("" without persons).
+
+    A track's person may change when the registry finds it was someone else
+    (two people swapped places under the tracker); ties go to the first.
+    """
+    counts: Dict[str, int] = {}
+    for row in rows:
+        if row.person_id:
+            counts[row.person_id] = counts.get(row.person_id, 0) + 1
+    return max(counts, key=lambda person_id: counts[person_id]) if counts else ""
+
+
+def person_summary(rows: Sequence[FaceRow], labels: Sequence[str],
+                   frame_period_s: float) -> Dict[str, Any]:
+    """Statistics of one person over the session: :func:`face_summary` of all their rows.
+
+    :param rows: the person's rows, in time order (at least one).
+    :param labels: class names.
+    :param frame_period_s: time between processed frames, seconds.
+    :return: JSON-ready dict: ``name`` (a known person's, else None),
+        ``face_ids`` (their face tracks, in order of appearance), then the
+        same keys as a face.
+    """
+    return {"name": person_name(rows[0].person_id),
+            "face_ids": list(dict.fromkeys(row.face_id for row in rows)),
+            **face_summary(rows, labels, frame_period_s)}
+
+
 def overall_summary(session: SessionData, faces: Mapping[str, Dict[str, Any]]
                     ) -> Dict[str, Any]:
     """Statistics over every face-frame of the session (for comparisons).
@@ -82,6 +116,7 @@ def overall_summary(session: SessionData, faces: Mapping[str, Dict[str, Any]]
 
     return {
         "faces": len(faces),
+        "persons": len(session.person_ids()),
         "face_seconds": float(sum(f["time_on_screen_s"] for f in faces.values())),
         "emotion_shares": share,
         "dominant_emotion": max(share, key=lambda label: share[label]) if rows else None,
@@ -98,13 +133,23 @@ def summarize(session: SessionData) -> Dict[str, Any]:
 
     :param session: the analysed session.
     :return: JSON-ready dict: input, model, frame counts, ``faces`` (per
-        face id, in order of appearance) and ``session`` (all faces together);
-        ``frames_expected`` / ``frames_read`` only when the input ended early,
-        ``warnings`` only when there are any.
+        face id, in order of appearance; with its ``person_id`` when
+        re-identified), ``persons`` (per person, in order of appearance;
+        empty without re-identification), ``session`` (all faces together),
+        ``anonymized``; ``only`` with ``--only``; ``frames_expected`` /
+        ``frames_read`` only when the input ended early, ``warnings`` only
+        when there are any.
     """
     period = session.frame_period_s()
-    faces = {face_id: face_summary(session.rows_of(face_id), session.labels, period)
-             for face_id in session.face_ids()}
+    faces = {}
+    for face_id in session.face_ids():
+        rows = session.rows_of(face_id)
+        faces[face_id] = face_summary(rows, session.labels, period)
+        if person_of_face(rows):
+            faces[face_id]["person_id"] = person_of_face(rows)
+    persons = {person_id: person_summary(session.rows_of_person(person_id), session.labels,
+                                         period)
+               for person_id in session.person_ids()}
     times = [f.time_s for f in session.frames]
     selection = asdict(session.selection)
     completeness: Dict[str, Any] = {}
@@ -113,6 +158,8 @@ def summarize(session: SessionData) -> Dict[str, Any]:
                         "frames_read": session.frames_read}
     if session.warnings:
         completeness["warnings"] = list(session.warnings)
+    if session.only:
+        completeness["only"] = list(session.only)
     return {
         "input": {**asdict(session.description), "selection": selection},
         "model": session.model,
@@ -127,5 +174,7 @@ def summarize(session: SessionData) -> Dict[str, Any]:
         "frame_period_s": period,
         "processing_s": session.processing_s,
         "faces": faces,
+        "persons": persons,
         "session": overall_summary(session, faces),
+        "anonymized": session.anonymized,
     }
