@@ -163,8 +163,9 @@ def measure(sessions: int, repeats: int, jobs: int, video: bool) -> Dict[str, An
 def table(results: Dict[str, Any]) -> str:
     """Format the figures as a Markdown table with a line describing the run."""
     m, jobs = results["machine"], results["jobs"]
-    lines = [f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores (load average "
-             f"{m['load_average'][0]:.1f} at the start: a training run shared the CPU), "
+    lines = [f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores (1-minute load "
+             f"average {m['load_average'][0]:.1f} at the start; the cores the run really "
+             f"had are measured below), "
              f"Python {m['python']}, by `benchmarks/analyze_parallel.py`: "
              f"{results['sessions']} sessions of {results['frames_per_session']} frames "
              f"(640x360), {'with' if results['annotated_video'] else 'without'} "
