@@ -109,3 +109,20 @@ def test_bad_recipe_settings_are_rejected_before_training(key, value):
 
     with pytest.raises(ValueError, match=key.split("_")[0]):
         TrainConfig(name="bad", **{key: value})
+
+
+def test_training_can_leave_out_faces_that_are_also_validation_faces(tmp_path, rng):
+    from training.common import TrainConfig, duplicates_of, load_train_and_validation
+
+    images = rng.integers(0, 256, (64, 48, 48)).astype(np.uint8)
+    images[5] = images[50]   # a Training face that is also a PublicTest face
+    images[7] = images[60]
+    data = tmp_path / "fer.npz"
+    np.savez(data, images=images, labels=np.tile(np.arange(7), 10)[:64],
+             usage=np.array(["Training"] * 48 + ["PublicTest"] * 16))
+    assert duplicates_of(images[:48], images[48:]).nonzero()[0].tolist() == [5, 7]
+    config = TrainConfig(name="dedup", train_data=[str(data)], val_data=str(data),
+                         label_set="7class", drop_validation_duplicates=True)
+    x_train, _, x_val, _, facts = load_train_and_validation(config, "7class")
+    assert facts["validation_duplicates_dropped"] == 2 and len(x_train) == 46
+    assert not duplicates_of(x_train, x_val).any()

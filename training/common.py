@@ -51,6 +51,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     class_weighting: bool = True
     drop_blank: bool = True
+    drop_validation_duplicates: bool = False  # train without faces also in validation
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     tta_flip: bool = True
     tta_zooms: List[float] = field(default_factory=lambda: [1.0])  # test-time zooms
@@ -130,7 +131,25 @@ def load_train_and_validation(config: TrainConfig, label_set: str):
     facts = {"train_samples": int(len(x_train)), "train_data_hash": train_hash,
              "val_data_hash": val_hash, "junk_in_train_source": train_junk,
              "junk_in_val": val_junk}
+    if config.drop_validation_duplicates:
+        keep = ~duplicates_of(x_train, x_val)
+        facts["validation_duplicates_dropped"] = int((~keep).sum())
+        x_train, y_train = x_train[keep], y_train[keep]
+        facts["train_samples"] = int(len(x_train))
     return x_train, y_train, x_val, y_val, facts
+
+
+def duplicates_of(images: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Mask of the ``images`` that are pixel-identical to one of ``others``.
+
+    FER2013 holds 279 PublicTest faces that are also in Training; trained on,
+    they make the validation accuracy optimistic.
+    """
+    import hashlib
+
+    seen = {hashlib.sha1(face.tobytes()).digest() for face in others}
+    return np.array([hashlib.sha1(face.tobytes()).digest() in seen for face in images],
+                    dtype=bool)
 
 
 def predict_probabilities(model, images: np.ndarray, tta: TtaViews,
