@@ -28,6 +28,7 @@ from fer_ros.session.cli import main
 from fer_ros.session.data import FaceRow
 from fer_ros.session.figures import FIGURE_DPI, FIGURE_WIDTH_IN
 from fer_ros.session.persons import PersonChanges
+from test_face_embedding import face_crop, side_by_side
 from test_privacy import laplacian_correlation
 
 #: One woman, crying and laughing (472 frames at 24 fps, 640x360).
@@ -79,22 +80,6 @@ def group6() -> Tuple[np.ndarray, List[Box]]:
     faces = sorted(create_detector().detect(image), key=lambda face: face.x)
     assert len(faces) == 6
     return image, [face.box for face in faces]
-
-
-def face_crop(image: np.ndarray, box: Box, side: int) -> np.ndarray:
-    """Cut a square of 2.2 box sides around a face, resized to ``side`` pixels."""
-    x, y, width, height = box
-    half = 1.1 * max(width, height)
-    cx, cy = x + width / 2, y + height / 2
-    crop = image[int(max(0, cy - half)):int(cy + half), int(max(0, cx - half)):int(cx + half)]
-    return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
-
-
-def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    canvas = np.full((360, 640, 3), 90, np.uint8)
-    canvas[60:300, 60:300] = left
-    canvas[60:300, 340:580] = right
-    return canvas
 
 
 def still(image: np.ndarray, seconds: float) -> List[np.ndarray]:

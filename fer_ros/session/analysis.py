@@ -66,7 +66,7 @@ def pipeline_values(params_file: Optional[Path], model: Optional[str],
                     reidentify: bool = True, people: Optional[Path] = None) -> Dict[str, Any]:
     """Pipeline parameter values from a node parameters file and the options.
 
-    :param params_file: YAML of the ``fer: ros__parameters:`` form, or None.
+    :param params_file: YAML of the ``/**/fer: ros__parameters:`` form, or None.
     :param model: ``3class``, ``7class`` or a model path; overrides the file.
     :param reidentify: re-identification (``--no-reidentify``: False);
         overrides the file, whose ``reidentify`` is the robot's choice.

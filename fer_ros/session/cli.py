@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="static model: 3class, 7class or a "
                         ".tflite/.keras path (overrides --params-file)")
     parser.add_argument("--params-file", type=Path,
-                        help="fer node parameters (YAML 'fer: ros__parameters:'), e.g. "
+                        help="fer node parameters (YAML '/**/fer: ros__parameters:'), e.g. "
                         "config/fer.yaml")
     parser.add_argument("--every", type=int, default=1, metavar="N",
                         help="process every Nth frame (default 1: all)")
