@@ -134,6 +134,9 @@ VIDEO_SOURCE_PARAMETERS: List[ParameterSpec] = [
                   (1, 10_000_000)),
     ParameterSpec("wait_for_subscribers", 0,
                   "wait for this many subscribers before the first frame", (0, 100)),
+    ParameterSpec("wait_for_recorders", 0,
+                  "also wait for this many other subscribers of 'emotions' (recorders) "
+                  "before the first frame", (0, 100)),
     ParameterSpec("wait_timeout_s", 30.0,
                   "give up waiting for subscribers after this long, seconds", (0.0, 3600.0)),
     ParameterSpec("wait_for_results", False,

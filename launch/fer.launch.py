@@ -19,7 +19,7 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
@@ -66,7 +66,13 @@ def generate_launch_description():
         namespace=namespace, condition=IfCondition(LaunchConfiguration("start_video_source")),
         # A string even where YAML reads a number (video:=0, a camera index):
         # launch_ros parses substituted values as YAML.
-        parameters=[{"source": ParameterValue(LaunchConfiguration("video"), value_type=str)}],
+        # Files start once the fer node (and the recorder, with record:=true)
+        # listen, so a recording holds the video from its first frame.
+        parameters=[{"source": ParameterValue(LaunchConfiguration("video"), value_type=str),
+                     "wait_for_subscribers": 1,
+                     "wait_for_recorders": ParameterValue(PythonExpression(
+                         ["1 if '", LaunchConfiguration("record"), "' == 'true' else 0"]),
+                         value_type=int)}],
         remappings=[("image", camera_topic)], output="screen")
     fer = Node(
         package="fer_ros", executable="fer_node", name="fer", namespace=namespace,

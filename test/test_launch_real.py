@@ -372,6 +372,34 @@ def lifecycle(session: RosSession, node: str, *transitions: str) -> List[str]:
     return result.stdout.split("\n")[:-1]
 
 
+def test_recorded_launch_holds_the_video_from_its_first_frame(pip_ros, tmp_path):
+    """The issue's check: >= 90% of single_face.mp4's frames recorded, each with one face."""
+    import cv2
+
+    video = footage("single_face.mp4")
+    frames = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT))
+    shipped = (REPO / "config" / "fer.yaml").read_text()
+    (tmp_path / "fer.yaml").write_text(shipped.replace('detector_model: "full_range"',
+                                                       'detector_model: "short_range"'))
+    out = tmp_path / "out"
+    pip_ros.launch("launch", "namespace:=robot1", f"params_file:={tmp_path / 'fer.yaml'}",
+                   "start_video_source:=true", f"video:={video}", "record:=true",
+                   f"output_dir:={out}")
+    pip_ros.wait_for_exit("launch", "video_source")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the last results reach the recorder
+        records = [json.loads(line) for line in
+                   (out / "emotions.jsonl").read_text().splitlines()] \
+            if (out / "emotions.jsonl").is_file() else []
+        if len(records) >= frames:
+            break
+        time.sleep(0.5)
+    one_face = sum(len(record["emotions"]) == 1 for record in records)
+    assert one_face >= 0.9 * frames, f"{one_face} of {frames}\n" + pip_ros.log("launch")
+    assert pip_ros.param_get("/robot1/fer", "detector_model") == \
+        "String value is: short_range"
+
+
 def test_namespaced_fer_node_is_active(robot1):
     assert lifecycle(robot1, "/robot1/fer") == ["active"]
 

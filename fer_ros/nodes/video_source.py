@@ -87,13 +87,27 @@ class VideoSourceNode(Node):
         self._results.discard(key)
 
     def wait_for_subscribers(self) -> None:
-        """Block (spinning) until enough subscribers matched, or time out."""
-        wanted = self.params["wait_for_subscribers"]
+        """Block (spinning) until enough subscribers matched, or time out.
+
+        ``wait_for_subscribers`` counts the image's subscribers (the fer
+        node); ``wait_for_recorders`` those of ``emotions`` besides this
+        node's own lockstep subscription (a recorder), so that a recording
+        started with the video holds its first frames too.
+        """
         deadline = time.monotonic() + self.params["wait_timeout_s"]
-        while wanted and self.publisher.get_subscription_count() < wanted:
+        emotions = self.resolve_topic_name("emotions")
+        own = 1 if self.params["wait_for_results"] else 0
+        wanted = {"image": self.params["wait_for_subscribers"],
+                  "emotions": self.params["wait_for_recorders"]}
+
+        def matched() -> dict:
+            return {"image": self.publisher.get_subscription_count(),
+                    "emotions": max(0, self.count_subscribers(emotions) - own)}
+        while self.running and any(matched()[k] < wanted[k] for k in wanted):
             if time.monotonic() > deadline:
-                self.get_logger().warn(f"only {self.publisher.get_subscription_count()} of "
-                                       f"{wanted} subscribers after the timeout; starting")
+                self.get_logger().warning(
+                    f"after {self.params['wait_timeout_s']} s: {matched()} subscribers of "
+                    f"the {wanted} awaited; starting")
                 return
             rclpy.spin_once(self, timeout_sec=0.05)
 
