@@ -174,3 +174,39 @@ def test_ensemble_export_rejects_runs_that_do_not_fit_together(tmp_path):
         ensemble_model([single])
     with pytest.raises(ValueError, match="unknown weight format"):
         export_tflite(single, tmp_path / "x.tflite", {"labels": ["a", "b", "c"]}, "int4")
+
+
+def test_all_data_run_keeps_the_last_epoch_and_says_so_in_the_sidecar(tmp_path):
+    import json
+
+    import yaml
+
+    from fer_ros.classification import EmotionClassifier
+    from training.common import TrainConfig, load_split
+    from training.export import export_runs
+    from training.train_static import train_multitask
+
+    rng = np.random.default_rng(1)
+    data = tmp_path / "fer.npz"
+    np.savez(data, images=rng.integers(0, 256, (64, 48, 48)).astype(np.uint8),
+             labels=np.tile(np.arange(7), 10)[:64],
+             usage=np.array(["Training"] * 40 + ["PublicTest"] * 16 + ["PrivateTest"] * 8))
+    faces, _, _, _ = load_split([str(data)], "Training+PublicTest", "7class", drop_blank=False)
+    assert len(faces) == 56  # both splits, not PrivateTest
+    config = TrainConfig(name="all", multitask=True, train_data=[str(data)],
+                         val_data=str(data), train_split="Training+PublicTest",
+                         checkpoint="last", model={"stage_filters": [4, 8]},
+                         epochs=2, batch_size=32, output_root=str(tmp_path / "runs"))
+    run = train_multitask(config)
+    log = (run / "training_log.csv").read_text().strip().splitlines()
+    assert len(log) == 1 + 2  # header + both epochs, no early stop
+    metrics = json.loads((run / "3class" / "metrics.json").read_text())
+    assert metrics["validation_in_training"] is True and metrics["checkpoint"] == "last"
+    assert yaml.safe_load((run / "3class" / "config.yaml").read_text())["checkpoint"] == "last"
+
+    exported = export_runs([run / "3class"], "all_3class", out_dir=tmp_path / "weights",
+                           weights="float32")
+    sidecar = EmotionClassifier.load(exported).info.extra
+    assert sidecar["trained_on"] == [f"{data}:Training+PublicTest"]
+    assert sidecar["checkpoint"] == ["last"] and sidecar["validation_in_training"] is True
+    assert sidecar["validation"]["independent"] is False

@@ -48,3 +48,21 @@ def test_lstm_config_reads_and_is_named_after_its_file(path):
     assert config.name == path.stem
     assert config.static_model in ("3class", "7class")
     assert config.sequence_length > 0 and config.folds >= 2
+
+
+def test_split_names_join_with_plus():
+    from training.common import split_names
+
+    assert split_names("Training+PublicTest") == ["Training", "PublicTest"]
+    assert split_names("Training") == ["Training"] and split_names("") == []
+
+
+def test_choosing_the_best_epoch_on_training_faces_is_refused():
+    # A final run on Training + PublicTest cannot pick its epoch on PublicTest.
+    with pytest.raises(ValueError, match="checkpoint: last"):
+        TrainConfig(name="all", train_split="Training+PublicTest")
+    config = TrainConfig(name="all", train_split="Training+PublicTest", checkpoint="last")
+    assert config.validation_in_training()
+    assert not TrainConfig(name="usual").validation_in_training()
+    with pytest.raises(ValueError, match="checkpoint must be one of"):
+        TrainConfig(name="typo", checkpoint="final")

@@ -24,6 +24,10 @@ from training.augmentation import AugmentationConfig
 
 #: Optimizers a config can name.
 OPTIMIZERS = ("adam", "sgd")
+#: Which model a run keeps: the epoch with the best validation accuracy, or
+#: the last epoch (for runs whose schedule was fixed beforehand, e.g. trained
+#: on Training + PublicTest).
+CHECKPOINTS = ("best", "last")
 
 
 @dataclass
@@ -33,7 +37,7 @@ class TrainConfig:
     name: str
     label_set: str = "3class"
     train_data: List[str] = field(default_factory=lambda: ["../shared/data/fer2013.npz"])
-    train_split: str = "Training"
+    train_split: str = "Training"       # "+"-joined for several, e.g. Training+PublicTest
     val_data: str = "../shared/data/fer2013.npz"
     val_split: str = "PublicTest"
     architecture: str = "vgg"
@@ -64,6 +68,7 @@ class TrainConfig:
     init_weights: str = ""               # start from this .keras (same architecture)
     teachers: List[str] = field(default_factory=list)  # runs to distil from (an ensemble)
     distillation_weight: float = 0.5     # share of the teachers' probabilities in targets
+    checkpoint: str = "best"             # "best" on validation, or "last" (fixed schedule)
 
     def __post_init__(self) -> None:
         """Reject settings that would only fail after data loading."""
@@ -73,6 +78,19 @@ class TrainConfig:
         if self.mixup_alpha < 0:
             raise ValueError(f"mixup_alpha must be >= 0, not {self.mixup_alpha}")
         tta_views(self)  # checks the test-time views
+        if self.checkpoint not in CHECKPOINTS:
+            raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, not {self.checkpoint!r}")
+        if self.validation_in_training() and self.checkpoint == "best":
+            raise ValueError(
+                f"val_split {self.val_split!r} is among the training splits "
+                f"{self.train_split!r}: choosing the best epoch on faces the model trains on "
+                "is meaningless; fix the schedule beforehand and use checkpoint: last")
+
+    def validation_in_training(self) -> bool:
+        """Whether the validation faces are also training faces (a final, all-data run)."""
+        return (bool(self.val_split) and self.val_data in self.train_data
+                and (not self.train_split
+                     or self.val_split in split_names(self.train_split)))
 
     @classmethod
     def from_yaml(cls, path: Path, overrides: Optional[Dict[str, Any]] = None
@@ -99,14 +117,23 @@ def check_distillation_weight(weight: float) -> None:
         raise ValueError(f"distillation_weight must be in [0, 1], not {weight}")
 
 
+def split_names(split: str) -> List[str]:
+    """The split names of a ``"+"``-joined split setting, e.g. ``Training+PublicTest``."""
+    return [name.strip() for name in split.split("+") if name.strip()]
+
+
 def load_split(paths: List[str], split: str, label_set: str, drop_blank: bool):
-    """Load, mix and relabel datasets; return images, y, fingerprint, junk counts."""
+    """Load, mix and relabel datasets; return images, y, fingerprint, junk counts.
+
+    :param split: one split name, several joined by ``+``, or "" for all
+        samples; samples without a split are always kept.
+    """
     from fer_ros.datasets import concatenate, find_junk, load_any
     from fer_ros.labels import label_set as labels_for
 
     data = concatenate(load_any(p) for p in paths)
     if split:
-        data = data.subset((data.split == split) | (data.split == ""))
+        data = data.subset(np.isin(data.split, split_names(split)) | (data.split == ""))
     junk = find_junk(data.images)
     counts = {name: int(mask.sum()) for name, mask in junk.items()}
     if drop_blank:
@@ -130,7 +157,10 @@ def load_train_and_validation(config: TrainConfig, label_set: str):
         [config.val_data], config.val_split, label_set, drop_blank=False)
     facts = {"train_samples": int(len(x_train)), "train_data_hash": train_hash,
              "val_data_hash": val_hash, "junk_in_train_source": train_junk,
-             "junk_in_val": val_junk}
+             "junk_in_val": val_junk, "train_split": config.train_split,
+             "checkpoint": config.checkpoint}
+    if config.validation_in_training():
+        facts["validation_in_training"] = True  # its figures are not independent
     if config.drop_validation_duplicates:
         keep = ~duplicates_of(x_train, x_val)
         facts["validation_duplicates_dropped"] = int((~keep).sum())

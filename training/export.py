@@ -11,6 +11,7 @@ exported model reproduces the Keras model(s).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -186,6 +187,7 @@ def export_runs(run_dirs: Sequence[Path], name: str, out_dir: Path = WEIGHTS,
         "model": model.name, "architecture": configs[0]["architecture"],
         "params": int(model.count_params()), "runs": [str(r) for r in run_dirs],
         "git_revision": git_revision(),
+        **training_provenance(configs),
     }
     path = export_tflite(model, out_dir / f"{name}.tflite", info, weights)
     if path.stat().st_size > MAX_SHIPPED_BYTES:
@@ -199,6 +201,8 @@ def export_runs(run_dirs: Sequence[Path], name: str, out_dir: Path = WEIGHTS,
     check_against_keras(path, model, faces[:CHECK_FACES], views, weights)
     validation = validation_metrics(EmotionClassifier.load(path), faces, y)
     validation["evaluated_on"] = f"{configs[0]['val_data']}:{configs[0]['val_split']}"
+    if info["validation_in_training"]:
+        validation["independent"] = False
     sidecar = path.with_suffix(".json")
     content = json.loads(sidecar.read_text())
     content["validation"] = validation
@@ -208,6 +212,25 @@ def export_runs(run_dirs: Sequence[Path], name: str, out_dir: Path = WEIGHTS,
           f"accuracy {validation['accuracy']:.4f} ({views.num_views} views), "
           f"{validation['accuracy_without_tta']:.4f} one pass")
     return path
+
+
+def training_provenance(configs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """What the sidecar says about the members' training data and checkpoints.
+
+    ``validation_in_training`` is true when a member was trained on its
+    validation split too (a final all-data run with a schedule fixed
+    beforehand): the sidecar's validation figures are then not independent.
+    """
+    from training.common import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"augmentation"}
+    members = [TrainConfig(**{"name": "member", **{k: v for k, v in c.items() if k in known}})
+               for c in configs]
+    return {
+        "trained_on": [f"{'+'.join(m.train_data)}:{m.train_split}" for m in members],
+        "checkpoint": [m.checkpoint for m in members],
+        "validation_in_training": any(m.validation_in_training() for m in members),
+    }
 
 
 def check_against_keras(path: Path, model, faces: np.ndarray, views, weights: str) -> None:
@@ -234,7 +257,6 @@ def check_against_keras(path: Path, model, faces: np.ndarray, views, weights: st
 def validation_metrics(classifier, faces: np.ndarray, y: np.ndarray,
                        batch_size: int = 256) -> Dict[str, Any]:
     """Accuracy with the model's views and in one pass, macro-F1, sample count."""
-    import dataclasses
 
     from fer_ros.evaluation import classification_metrics
     from fer_ros.test_time_augmentation import TtaViews

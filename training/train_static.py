@@ -83,8 +83,10 @@ def fit(config: TrainConfig, run_dir: Path, model, train_ds, val_ds, train_sampl
     :param model: an uncompiled model.
     :param train_ds: training batches; ``val_ds``: validation batches.
     :param train_samples: training faces (sizes the learning-rate schedule).
-    :param checkpoints: best-model file -> validation metric it is chosen by.
-    :param early_stopping: stop when the first checkpoint's metric stops improving.
+    :param checkpoints: best-model file -> validation metric it is chosen by
+        (with ``config.checkpoint == "last"`` the file holds the last epoch).
+    :param early_stopping: stop when the first checkpoint's metric stops
+        improving (never with ``checkpoint: last``: its schedule is fixed).
     :param compile_args: ``loss`` and metrics for ``model.compile``.
     :return: seconds spent training in this session.
     """
@@ -97,8 +99,9 @@ def fit(config: TrainConfig, run_dir: Path, model, train_ds, val_ds, train_sampl
     for path, monitor in checkpoints.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         callbacks.append(keras.callbacks.ModelCheckpoint(
-            str(path), monitor=monitor, mode="max", save_best_only=True))
-    if early_stopping:
+            str(path), monitor=monitor, mode="max",
+            save_best_only=config.checkpoint == "best"))
+    if early_stopping and config.checkpoint == "best":
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=next(iter(checkpoints.values())), mode="max",
             patience=config.early_stopping_patience))
