@@ -2,13 +2,16 @@
 
     fer-evaluate --model 3class --data fer2013.npz --split PublicTest --output eval/
     fer-evaluate --model my.tflite --data fer2013.npz --split PublicTest --compare-with 3class
+    fer-evaluate --model 3class --average-with other.keras --data fer2013.npz --split PublicTest
 
 Data may be FER2013 (.npz or .csv), CK+ (.npz or the original folders) or a
 folder per class; labels are mapped onto the model's classes (7 -> 3 where
 needed; samples with no counterpart, such as surprise for 3 classes, are
 left out and counted).  The accuracy comes with its 95% confidence
 interval; ``--compare-with`` scores a second model on the same faces and
-tells whether the difference between the two is more than chance.
+tells whether the difference between the two is more than chance;
+``--average-with`` scores the mean of several models' probabilities (what an
+ensemble of them would score) before anyone exports it.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
              tta_flip: Optional[bool], batch_size: int = 256,
              collapse_to_three: bool = False,
              tta_zooms: Optional[Sequence[float]] = None,
-             compare_with: Optional[str] = None) -> int:
+             compare_with: Optional[str] = None,
+             average_with: Sequence[str] = ()) -> int:
     """Evaluate and report; return the exit code.
 
     :param compare_with: a second model scored on the same faces (with its
         own test-time views); the report adds the paired difference and its
         McNemar p-value.
+    :param average_with: models whose probabilities are averaged with
+        ``model``'s, each model weighing the same (an ensemble file counts
+        as one model); they take the same test-time view overrides.
     """
     from fer_ros.classification import EmotionClassifier
     from fer_ros.datasets import load_any
@@ -39,6 +46,8 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
     from fer_ros.labels import THREE_CLASS_LABELS, relabel
 
     classifier = EmotionClassifier.load(model, tta_flip=tta_flip, tta_zooms=tta_zooms)
+    members = [classifier] + [EmotionClassifier.load(m, tta_flip=tta_flip, tta_zooms=tta_zooms)
+                              for m in average_with]
     other = EmotionClassifier.load(compare_with) if compare_with else None
     dataset = load_any(data)
     if split:
@@ -55,20 +64,22 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
     images, y = dataset.images[keep], y[keep]
     if not len(images):
         raise ValueError(f"{data}: no samples with labels the model knows")
-    predicted = predicted_classes(classifier, images, labels, batch_size)
+    predicted = predicted_classes(members, images, labels, batch_size)
     metrics = classification_metrics(y, predicted, labels)
+    name = " + ".join(Path(m.source).name for m in members)
     metrics.update({"model": classifier.source, "data": str(data), "split": split,
+                    "averaged_with": [m.source for m in members[1:]],
                     **classifier.info.tta.to_sidecar(),
                     "collapsed_7_to_3": collapse_to_three,
                     "left_out_unmapped_labels": int((~keep).sum()),
                     "data_hash": dataset.fingerprint()})
-    print(report_line(f"{Path(classifier.source).name} on {data.name}"
+    print(report_line(f"{'mean of ' if len(members) > 1 else ''}{name} on {data.name}"
                       f"{':' + split if split else ''}", metrics))
     for label, values in metrics["per_class"].items():
         print(f"  {label:>9s}: precision {values['precision']:.3f} recall "
               f"{values['recall']:.3f} F1 {values['f1']:.3f} (n={values['support']})")
     if other is not None:
-        other_predicted = predicted_classes(other, images, labels, batch_size)
+        other_predicted = predicted_classes([other], images, labels, batch_size)
         comparison = paired_comparison(predicted == y, other_predicted == y)
         metrics["comparison"] = {"model": other.source, **comparison}
         print(comparison_line(Path(other.source).name, comparison))
@@ -82,14 +93,21 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
     return 0
 
 
-def predicted_classes(classifier, images: np.ndarray, labels: Sequence[str],
-                      batch_size: int = 256) -> np.ndarray:
-    """Class indices into ``labels`` that a classifier predicts for faces.
+def predicted_classes(classifiers: Sequence[Any], images: np.ndarray,
+                      labels: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """Class indices into ``labels`` of the mean probabilities of classifiers.
 
     A 7-class model is scored on 3 classes by collapsing its probabilities.
 
-    :raises ValueError: when the model's classes cannot be read as ``labels``.
+    :raises ValueError: when a model's classes cannot be read as ``labels``.
     """
+    return np.mean([probabilities(c, images, labels, batch_size) for c in classifiers],
+                   axis=0).argmax(axis=1)
+
+
+def probabilities(classifier, images: np.ndarray, labels: Sequence[str],
+                  batch_size: int = 256) -> np.ndarray:
+    """A classifier's probabilities of ``labels`` for faces (7 collapsed to 3 if needed)."""
     from fer_ros.labels import THREE_CLASS_LABELS, collapse_probabilities
 
     probs = np.concatenate([classifier.predict_proba(images[i:i + batch_size])
@@ -99,7 +117,7 @@ def predicted_classes(classifier, images: np.ndarray, labels: Sequence[str],
             raise ValueError(f"{classifier.source}: its classes {list(classifier.labels)} "
                              f"cannot be scored as {list(labels)}")
         probs = collapse_probabilities(probs, classifier.labels)
-    return probs.argmax(axis=1)
+    return probs
 
 
 def comparison_line(other: str, comparison: Dict[str, Any]) -> str:
@@ -143,6 +161,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--compare-with", default=None, metavar="MODEL",
                         help="also score this model (3class, 7class or a file) on the same "
                              "faces and report the paired difference (McNemar test)")
+    parser.add_argument("--average-with", nargs="+", default=[], metavar="MODEL",
+                        help="score the mean of --model's and these models' probabilities "
+                             "(each model weighs the same; test-time view options apply "
+                             "to all)")
     args = parser.parse_args(argv)
     from fer_ros.model_files import ModelLoadError
     from fer_ros.datasets import DatasetError
@@ -150,7 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return evaluate(args.model, args.data, args.split, args.output, args.tta_flip,
                         collapse_to_three=args.collapse_to_3class, tta_zooms=args.tta_zooms,
-                        compare_with=args.compare_with)
+                        compare_with=args.compare_with, average_with=args.average_with)
     except (ModelLoadError, DatasetError, ValueError, OSError) as error:
         print(f"fer-evaluate: error: {error}", file=sys.stderr)
         return 1

@@ -123,3 +123,49 @@ def test_evaluate_cli_rejects_a_comparison_model_with_other_classes(tiny_model_p
                  "--compare-with", str(other)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot be scored as" in err
+
+
+class _FixedClassifier:
+    """Stands in for EmotionClassifier: the same probabilities for every batch."""
+
+    def __init__(self, probs, labels=("negative", "neutral", "positive")):
+        self.probs, self.labels, self.source = np.asarray(probs, np.float32), labels, "fixed"
+
+    def predict_proba(self, faces):
+        return self.probs[:len(faces)]
+
+
+def test_averaged_models_vote_with_their_mean_probabilities():
+    from fer_ros.evaluate_cli import predicted_classes
+
+    faces = np.zeros((2, 48, 48), np.uint8)
+    sure = _FixedClassifier([[0.9, 0.1, 0.0], [0.0, 0.6, 0.4]])
+    doubtful = _FixedClassifier([[0.0, 0.6, 0.4], [0.0, 0.0, 1.0]])
+    labels = sure.labels
+    assert predicted_classes([sure], faces, labels).tolist() == [0, 1]
+    assert predicted_classes([doubtful], faces, labels).tolist() == [1, 2]
+    # mean: [0.45, 0.35, 0.2] and [0, 0.3, 0.7]
+    assert predicted_classes([sure, doubtful], faces, labels).tolist() == [0, 2]
+    # A 7-class partner is collapsed to the three valence classes first.
+    seven = _FixedClassifier([[0, 0, 0, 0, 0, 0, 1.0], [0, 0, 0, 0, 0, 0, 1.0]],
+                             ("angry", "disgust", "fear", "happy", "sad", "surprise",
+                              "neutral"))
+    assert predicted_classes([doubtful, seven], faces, labels).tolist() == [1, 1]
+
+
+def test_evaluate_cli_scores_the_mean_of_several_models(tiny_model_paths, tmp_path, capsys):
+    import json
+
+    from fer_ros.evaluate_cli import main
+
+    data = _labelled_folder(tmp_path / "faces")
+    model = str(tiny_model_paths["tflite"])
+    assert main(["--model", model, "--data", str(data), "--output", str(tmp_path / "one")]) == 0
+    assert main(["--model", model, "--average-with", str(tiny_model_paths["keras"]),
+                 "--data", str(data), "--output", str(tmp_path / "mean")]) == 0
+    assert "mean of tiny.tflite + tiny.keras on faces" in capsys.readouterr().out
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    mean = json.loads((tmp_path / "mean" / "metrics.json").read_text())
+    # The same network in both files: the mean scores what one of them does.
+    assert mean["accuracy"] == one["accuracy"]
+    assert mean["averaged_with"] == [str(tiny_model_paths["keras"])]
