@@ -210,3 +210,55 @@ def test_all_data_run_keeps_the_last_epoch_and_says_so_in_the_sidecar(tmp_path):
     assert sidecar["trained_on"] == [f"{data}:Training+PublicTest"]
     assert sidecar["checkpoint"] == ["last"] and sidecar["validation_in_training"] is True
     assert sidecar["validation"]["independent"] is False
+
+
+def test_weighted_ensemble_and_members_rebuilt_from_the_exported_file(tmp_path):
+    import json
+
+    import keras
+
+    from fer_ros.classification import EmotionClassifier
+    from fer_ros.test_time_augmentation import TtaViews
+    from training.export import export_runs
+    from training.tflite_members import check_rebuild, write_member_runs
+
+    rng = np.random.default_rng(3)
+    data = tmp_path / "fer.npz"
+    np.savez(data, images=rng.integers(0, 256, (40, 48, 48)).astype(np.uint8),
+             labels=np.tile(np.arange(7), 6)[:40], usage=np.array(["PublicTest"] * 40))
+    runs = [_tiny_run(tmp_path / f"run{seed}", seed, data) for seed in (1, 2)]
+    views = TtaViews(False, (1.0, 1.1))
+    exported = export_runs(runs, "weighted", out_dir=tmp_path / "weights",
+                           weights="float32", member_weights=[1, 3], views=views)
+    sidecar = json.loads(exported.with_suffix(".json").read_text())
+    assert sidecar["member_weights"] == [0.25, 0.75]
+    assert sidecar["tta_flip"] is False and sidecar["tta_zooms"] == [1.0, 1.1]
+
+    faces = rng.integers(0, 256, (6, 48, 48)).astype(np.uint8)
+    originals = [keras.models.load_model(r / "best.keras").predict(
+        faces[..., None].astype(np.float32), verbose=0) for r in runs]
+    one_pass = EmotionClassifier.load(exported, tta_zooms=[1.0])
+    np.testing.assert_allclose(one_pass.predict_proba(faces),
+                               0.25 * originals[0] + 0.75 * originals[1], atol=1e-4)
+
+    rebuilt = write_member_runs(exported, tmp_path / "rebuilt", stage_filters=(8, 32),
+                                convs_per_stage=1, val_data=str(data))
+    assert [r.name for r in rebuilt] == ["member_0", "member_1"]
+    for run, original in zip(rebuilt, originals):
+        again = keras.models.load_model(run / "best.keras").predict(
+            faces[..., None].astype(np.float32), verbose=0)
+        np.testing.assert_allclose(again, original, atol=1e-4)
+    difference, agreement = check_rebuild(exported, rebuilt, faces)
+    assert difference < 1e-4 and agreement == 1.0
+    # The rebuilt members export again, with the sidecar's views.
+    again = export_runs(rebuilt, "again", out_dir=tmp_path / "weights", weights="float32",
+                        member_weights=[1, 3])
+    np.testing.assert_allclose(EmotionClassifier.load(again).predict_proba(faces),
+                               EmotionClassifier.load(exported).predict_proba(faces),
+                               atol=1e-4)
+
+    with pytest.raises(ValueError, match="member weights"):
+        export_runs(runs, "bad", out_dir=tmp_path / "weights", member_weights=[1])
+    with pytest.raises(ValueError):
+        write_member_runs(exported, tmp_path / "wrong", stage_filters=(8, 16),
+                          convs_per_stage=1)

@@ -1,0 +1,205 @@
+"""Rebuild the Keras members of an exported VGG ensemble from its LiteRT file.
+
+    python -m training.tflite_members fer_ros/weights/fer2013_3class.tflite \\
+        --stage-filters 24 48 96 192 --out runs/shipped_3class
+
+A shipped model is the only copy of its weights once its training runs are
+gone; to put one of its members into a new ensemble (or distil from it) the
+member is needed as a Keras model again.  For each ``member_K`` of the graph
+this builds :func:`training.models.build_vgg_residual` with the given
+stages and loads the exported weights into it: each 3x3 convolution gets
+the stored kernel (int8 weights dequantised with their per-channel scales)
+and its batch norm becomes the stored bias (the converter folded the batch
+norm into kernel and bias).  Each member is written as a run folder
+(``best.keras`` + ``config.yaml`` with the labels and test-time views of the
+sidecar) that :mod:`training.export` takes as it is; the rebuilt ensemble is
+checked against the LiteRT file on ``--check-faces`` validation faces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import yaml
+
+#: Name part of a member's tensors in an ensemble graph (training.export).
+MEMBER = re.compile(r"member_(\d+)")
+#: Name part of a convolution's kernel tensor: the layer name before ``_conv``.
+CONV = re.compile(r"/(stage\d+_\d+|class_conv\w*?)(?:_conv)?_\d+/convolution")
+#: Largest accepted difference from a file of unknown weight format.
+REBUILD_TOLERANCE = 1e-4
+
+
+def dequantised(interpreter, tensor: Dict) -> np.ndarray:
+    """Float values of a constant tensor, int8 ones scaled per output channel."""
+    values = interpreter.get_tensor(tensor["index"]).astype(np.float32)
+    if tensor["dtype"] == np.int8:
+        params = tensor["quantization_parameters"]
+        shape = [1] * values.ndim
+        shape[params["quantized_dimension"]] = -1
+        values = (values - params["zero_points"].reshape(shape)) * \
+            params["scales"].reshape(shape)
+    return values
+
+
+def convolutions(path: Path) -> Dict[int, Dict[str, tuple]]:
+    """Kernel [h, w, in, out] and bias of every convolution, by member and layer name.
+
+    :raises ValueError: when the graph holds no ``member_K`` convolutions.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(str(path))
+    interpreter.allocate_tensors()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    members: Dict[int, Dict[str, tuple]] = {}
+    for op in interpreter._get_ops_details():  # no public API lists the graph's ops
+        if op["op_name"] != "CONV_2D":
+            continue
+        kernel, bias = (tensors[i] for i in op["inputs"][1:3])
+        member, layer = MEMBER.search(kernel["name"]), CONV.search(kernel["name"])
+        if member is None or layer is None:
+            raise ValueError(f"{path}: convolution {kernel['name']!r} is not a member's")
+        name = "class_conv" if layer.group(1).startswith("class_conv") else layer.group(1)
+        weights = dequantised(interpreter, kernel).transpose(1, 2, 3, 0)  # OHWI -> HWIO
+        members.setdefault(int(member.group(1)), {})[name] = \
+            (weights, dequantised(interpreter, bias))
+    if not members:
+        raise ValueError(f"{path}: no ensemble members found")
+    return members
+
+
+def rebuild_member(layers: Dict[str, tuple], num_classes: int,
+                   stage_filters: Sequence[int], convs_per_stage: int):
+    """A :func:`training.models.build_vgg_residual` model holding ``layers``' weights.
+
+    :raises ValueError: when the shapes do not fit the architecture.
+    """
+    from training.models import build_vgg_residual
+
+    model = build_vgg_residual(num_classes, stage_filters=tuple(stage_filters),
+                               convs_per_stage=convs_per_stage)
+    expected = {layer.name[:-len("_conv")] for layer in model.layers
+                if layer.name.endswith("_conv") and layer.name != "class_conv"}
+    expected.add("class_conv")
+    if set(layers) != expected:
+        raise ValueError(f"the graph's convolutions {sorted(layers)} do not match the "
+                         f"architecture's {sorted(expected)}")
+    for name, (kernel, bias) in layers.items():
+        if name == "class_conv":
+            model.get_layer(name).set_weights([kernel, bias])
+            continue
+        model.get_layer(f"{name}_conv").set_weights([kernel])
+        norm = model.get_layer(f"{name}_bn")
+        # gamma 1, beta = bias, mean 0, variance 1 - eps: the norm adds the bias.
+        norm.set_weights([np.ones_like(bias), bias, np.zeros_like(bias),
+                          np.full_like(bias, 1.0 - norm.epsilon)])
+    return model
+
+
+def write_member_runs(path: Path, out: Path, stage_filters: Sequence[int],
+                      convs_per_stage: int = 2, val_data: str = "../shared/data/fer2013.npz",
+                      val_split: str = "PublicTest") -> List[Path]:
+    """Rebuild every member of ``path`` and write it as ``out/member_K/`` run folders."""
+    from fer_ros.model_files import read_sidecar
+
+    sidecar = read_sidecar(path, required=True)
+    labels = list(sidecar["labels"])
+    label_set = {3: "3class", 7: "7class"}.get(len(labels))
+    if label_set is None:
+        raise ValueError(f"{path}: {len(labels)} classes; only 3 or 7 can be rebuilt")
+    runs = []
+    for index, layers in sorted(convolutions(path).items()):
+        model = rebuild_member(layers, len(labels), stage_filters, convs_per_stage)
+        run = out / f"member_{index}"
+        run.mkdir(parents=True, exist_ok=True)
+        model.save(run / "best.keras")
+        config = {"name": f"{out.name}_member_{index}", "label_set": label_set,
+                  "architecture": "vgg", "val_data": val_data, "val_split": val_split,
+                  "model": {"stage_filters": list(stage_filters),
+                            "convs_per_stage": convs_per_stage},
+                  "tta_flip": bool(sidecar.get("tta_flip", False)),
+                  "tta_zooms": list(sidecar.get("tta_zooms", [1.0])),
+                  "tta_shifts": sidecar.get("tta_shifts", [[0, 0]]),
+                  "rebuilt_from": str(path), "rebuilt_from_runs": sidecar.get("runs", [])}
+        (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        runs.append(run)
+    return runs
+
+
+def check_rebuild(path: Path, runs: Sequence[Path], faces: np.ndarray) -> tuple:
+    """Compare the file's and the rebuilt members' mean probabilities on faces.
+
+    The members are averaged with the sidecar's ``member_weights`` if it has them.
+
+    An int8 file quantises activations as it runs, so the rebuilt float
+    members differ from it as much as an export may differ from Keras
+    (:data:`training.export.EXPORT_TOLERANCE`).
+
+    :return: ``(max |difference|, share of faces given the same class)``.
+    :raises RuntimeError: when they differ more than an export may.
+    """
+    import keras
+
+    from fer_ros.classification import EmotionClassifier
+    from training.export import EXPORT_TOLERANCE, INT8_MIN_AGREEMENT
+
+    shipped_model = EmotionClassifier.load(path, tta_flip=False, tta_zooms=[1.0],
+                                           tta_shifts=[[0, 0]])
+    shipped = shipped_model.predict_proba(faces)
+    extra = shipped_model.info.extra or {}
+    rebuilt = np.average([keras.models.load_model(run / "best.keras", compile=False)
+                          .predict(faces[..., None].astype(np.float32), verbose=0)
+                          for run in runs], axis=0, weights=extra.get("member_weights"))
+    difference = float(np.abs(shipped - rebuilt).max())
+    agreement = float((shipped.argmax(1) == rebuilt.argmax(1)).mean())
+    weights = str(extra.get("weights_dtype", "float32"))
+    if difference > EXPORT_TOLERANCE.get(weights, REBUILD_TOLERANCE) or \
+            agreement < INT8_MIN_AGREEMENT:
+        raise RuntimeError(f"rebuilt members differ from {path}: max |difference| "
+                           f"{difference:.2e}, same class on {agreement:.1%} of faces")
+    return difference, agreement
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="an exported VGG (ensemble) .tflite")
+    parser.add_argument("--stage-filters", type=int, nargs="+", required=True,
+                        help="channels per stage of the members, e.g. 24 48 96 192")
+    parser.add_argument("--convs-per-stage", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for the member run folders (member_0, ...)")
+    parser.add_argument("--data", default="../shared/data/fer2013.npz",
+                        help="validation data written into the members' configs")
+    parser.add_argument("--check-faces", type=int, default=256,
+                        help="validation faces the rebuild is checked on (0 = no check)")
+    args = parser.parse_args(argv)
+    try:
+        runs = write_member_runs(args.model, args.out, args.stage_filters,
+                                 args.convs_per_stage, args.data)
+        message = f"rebuilt {len(runs)} members of {args.model} into {args.out}"
+        if args.check_faces:
+            from training.common import load_split
+
+            faces = load_split([args.data], "PublicTest", "7class", drop_blank=False)[0]
+            difference, agreement = check_rebuild(args.model, runs,
+                                                  faces[:args.check_faces])
+            message += (f"; mean probabilities within {difference:.1e} of the file, the "
+                        f"same class on {agreement:.1%} of {min(args.check_faces, len(faces))}"
+                        " validation faces")
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        print(f"tflite_members: error: {error}", file=sys.stderr)
+        return 1
+    print(message)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
