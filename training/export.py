@@ -263,6 +263,9 @@ def training_provenance(configs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         "trained_on": [f"{'+'.join(m.train_data)}:{m.train_split}" for m in members],
         "checkpoint": [m.checkpoint for m in members],
         "validation_in_training": any(m.validation_in_training() for m in members),
+        # Members rebuilt from an exported file (training.tflite_members) name
+        # the training runs they came from.
+        "rebuilt_from": [c.get("rebuilt_from_runs") or None for c in configs],
     }
 
 
