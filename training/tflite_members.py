@@ -114,8 +114,13 @@ def write_member_runs(path: Path, out: Path, stage_filters: Sequence[int],
     label_set = {3: "3class", 7: "7class"}.get(len(labels))
     if label_set is None:
         raise ValueError(f"{path}: {len(labels)} classes; only 3 or 7 can be rebuilt")
+    members = sorted(convolutions(path).items())
+    # training.export lists the runs in member order.
+    origins = sidecar.get("runs", [])
+    origins = [[run] for run in origins] if len(origins) == len(members) \
+        else [origins] * len(members)
     runs = []
-    for index, layers in sorted(convolutions(path).items()):
+    for index, layers in members:
         model = rebuild_member(layers, len(labels), stage_filters, convs_per_stage)
         run = out / f"member_{index}"
         run.mkdir(parents=True, exist_ok=True)
@@ -127,7 +132,7 @@ def write_member_runs(path: Path, out: Path, stage_filters: Sequence[int],
                   "tta_flip": bool(sidecar.get("tta_flip", False)),
                   "tta_zooms": list(sidecar.get("tta_zooms", [1.0])),
                   "tta_shifts": sidecar.get("tta_shifts", [[0, 0]]),
-                  "rebuilt_from": str(path), "rebuilt_from_runs": sidecar.get("runs", [])}
+                  "rebuilt_from": str(path), "rebuilt_from_runs": origins[index]}
         (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         runs.append(run)
     return runs
