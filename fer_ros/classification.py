@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from fer_ros.evaluation import scale_temperature
 from fer_ros.labels import FER2013_LABELS, THREE_CLASS_LABELS
 from fer_ros.model_files import ModelLoadError, open_model, read_sidecar, with_features_output
 from fer_ros.preprocessing import FACE_SIZE
@@ -39,12 +40,41 @@ class ModelInfo:
     :param tta: the views of each face whose predictions are averaged.
     :param feature_size: length of the per-face feature vector (0 if none).
     :param extra: every other sidecar entry (metrics, architecture...).
+    :param temperatures: ``(views, T)`` pairs from the sidecar's
+        ``temperature`` list (``python -m training.calibrate``): the
+        probabilities averaged over ``views`` are temperature-scaled by T.
     """
 
     labels: Tuple[str, ...]
     tta: TtaViews = TtaViews()
     feature_size: int = 0
     extra: Optional[Dict[str, Any]] = None
+    temperatures: Tuple[Tuple[TtaViews, float], ...] = ()
+
+    def temperature(self) -> float:
+        """T fitted for the views in use (:attr:`tta`); 1.0 (none) if not fitted for them."""
+        for views, temperature in self.temperatures:
+            if views == self.tta:
+                return temperature
+        return 1.0
+
+
+def read_temperatures(entries: Any) -> Tuple[Tuple[TtaViews, float], ...]:
+    """Parse a sidecar's ``temperature`` list of ``{tta_*..., "temperature": T}``.
+
+    :raises ValueError: for entries that are not objects with views and a T > 0.
+    """
+    if not isinstance(entries, list):
+        raise ValueError("temperature must be a list of {views, temperature} objects")
+    parsed = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ValueError(f"temperature entry {entry!r} is not an object")
+        temperature = float(entry["temperature"])
+        if not 0.0 < temperature < float("inf"):
+            raise ValueError(f"temperature must be > 0, not {temperature}")
+        parsed.append((TtaViews.from_sidecar(dict(entry)), temperature))
+    return tuple(parsed)
 
 
 def read_model_info(model_path: Path, num_classes: int) -> ModelInfo:
@@ -60,13 +90,14 @@ def read_model_info(model_path: Path, num_classes: int) -> ModelInfo:
         try:
             labels = tuple(raw.pop("labels"))
             tta = TtaViews.from_sidecar(raw)
+            temperatures = read_temperatures(raw.pop("temperature", []))
         except (ValueError, KeyError, TypeError) as error:
             raise ModelLoadError(f"{sidecar}: unreadable model sidecar ({error})") \
                 from None
         if len(labels) != num_classes:
             raise ModelLoadError(f"{sidecar}: {len(labels)} labels for a model with "
                                  f"{num_classes} outputs")
-        return ModelInfo(labels, tta, int(raw.pop("feature_size", 0)), raw)
+        return ModelInfo(labels, tta, int(raw.pop("feature_size", 0)), raw, temperatures)
     defaults = {3: THREE_CLASS_LABELS, 7: FER2013_LABELS}
     if num_classes not in defaults:
         raise ModelLoadError(f"{model_path}: {num_classes} outputs and no "
@@ -131,7 +162,8 @@ class EmotionClassifier:
         """Class probabilities and feature vectors for a batch of faces.
 
         :param faces: uint8 [N,48,48] (or [N,48,48,1]) gray crops.
-        :return: ``(probabilities float32 [N, len(labels)], features float32
+        :return: ``(probabilities float32 [N, len(labels)], temperature-scaled
+            when the sidecar has a T for the views in use; features float32
             [N, feature_size])``.
         :raises ValueError: for a wrongly shaped batch.
         """
@@ -150,6 +182,9 @@ class EmotionClassifier:
         features = (tta.average(outputs[1].astype(np.float32), n) if len(outputs) > 1
                     else np.zeros((n, 0), np.float32))
         probs /= probs.sum(axis=1, keepdims=True)
+        temperature = self.info.temperature()
+        if temperature != 1.0:
+            probs = scale_temperature(probs, temperature).astype(np.float32)
         return probs, features
 
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:

@@ -123,3 +123,67 @@ def test_a_refused_keras_file_is_one_line_without_tensorflow_logs(tmp_path):
     assert completed.stderr.strip().splitlines() == [
         f"fer-evaluate: error: {bad}: not a valid Keras model (Expected a model.weights.h5 "
         f"or model.weights.npz file.)"]
+
+
+def _copy_model(tiny_model_paths, folder, **sidecar_entries):
+    """Copy the tiny .tflite with its sidecar, adding ``sidecar_entries``."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny.tflite"
+    path.write_bytes(tiny_model_paths["tflite"].read_bytes())
+    sidecar = json.loads(tiny_model_paths["tflite"].with_suffix(".json").read_text())
+    sidecar.update(sidecar_entries)
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    return path
+
+
+def test_sidecar_temperature_scales_the_views_it_was_fitted_for(tiny_model_paths, tmp_path,
+                                                                 rng):
+    from fer_ros.evaluation import scale_temperature
+
+    faces = rng.integers(0, 256, (6, 48, 48)).astype(np.uint8)
+    plain = EmotionClassifier.load(tiny_model_paths["tflite"]).predict_proba(faces)
+    one_pass = {"tta_flip": False, "tta_zooms": [1.0], "tta_shifts": [[0, 0]]}
+    path = _copy_model(tiny_model_paths, tmp_path / "calibrated",
+                       temperature=[{**one_pass, "temperature": 0.5},
+                                    {**one_pass, "tta_flip": True, "temperature": 2.0}])
+    calibrated = EmotionClassifier.load(path)
+    assert calibrated.info.temperature() == 0.5
+    scaled = calibrated.predict_proba(faces)
+    np.testing.assert_allclose(scaled, scale_temperature(plain, 0.5), atol=1e-5)
+    assert (scaled.argmax(1) == plain.argmax(1)).all()
+    assert EmotionClassifier.load(path, tta_flip=True).info.temperature() == 2.0
+    # Views it was not fitted for are left unscaled.
+    assert EmotionClassifier.load(path, tta_zooms=[1.0, 1.1]).info.temperature() == 1.0
+
+
+@pytest.mark.parametrize("entries", [[{"tta_flip": False, "temperature": 0}],
+                                     [{"tta_flip": False}], {"temperature": 1.0}, ["x"]])
+def test_unusable_sidecar_temperature_is_a_load_error(tiny_model_paths, tmp_path, entries):
+    from fer_ros.model_files import ModelLoadError
+
+    path = _copy_model(tiny_model_paths, tmp_path / "bad", temperature=entries)
+    with pytest.raises(ModelLoadError, match="unreadable model sidecar"):
+        EmotionClassifier.load(path)
+
+
+def test_calibrate_writes_a_temperature_per_view_set(tiny_model_paths, tmp_path, capsys):
+    import json
+
+    from training.calibrate import main
+
+    rng = np.random.default_rng(5)
+    data = tmp_path / "fer.npz"
+    np.savez(data, images=rng.integers(0, 256, (30, 48, 48)).astype(np.uint8),
+             labels=np.tile(np.arange(7), 5)[:30], usage=np.array(["PublicTest"] * 30))
+    path = _copy_model(tiny_model_paths, tmp_path / "model")
+    assert main([str(path), "--data", str(data)]) == 0
+    entries = json.loads(path.with_suffix(".json").read_text())["temperature"]
+    # The tiny model's own views are one pass: "model" and "flip" remain.
+    assert [e["view_set"] for e in entries] == ["model", "flip"]
+    assert all(e["temperature"] > 0 and e["faces"] == 30 - 4 for e in entries)  # no surprise
+    calibrated = EmotionClassifier.load(path)
+    assert calibrated.info.temperature() == entries[0]["temperature"]
+    assert "wrote the temperatures" in capsys.readouterr().out
+    assert main([str(tmp_path / "missing.tflite"), "--data", str(data)]) == 1
