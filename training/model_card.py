@@ -284,6 +284,8 @@ def evaluate_model(model: str, faces: Dict[str, Any], threads: int, figures: Pat
         "sidecar": {key: own.info.extra.get(key) for key in
                     ("model", "params", "weights_dtype", "validation")
                     if own.info.extra and key in own.info.extra},
+        "temperatures": [{**views.to_sidecar(), "temperature": t}
+                         for views, t in own.info.temperatures],
         "faces": int(len(y)), "left_out": int((~keep).sum()),
         "metrics": metrics, "per_class": per_class_rows(metrics), "confusion_figure": name,
         "views": {}, "calibration": {},
@@ -642,9 +644,10 @@ def render_card(card: Dict[str, Any]) -> str:
           m["sidecar"].get("weights_dtype", "?"), m["views"]["model"]["passes_per_face"]]
          for m in models.values()])
     out += [
-        "Each is an ensemble of two CNNs (48x48 grayscale face in, class probabilities "
-        "out) exported as one LiteRT graph that averages their probabilities; how they "
-        "were trained is in the README's \"Models\" and \"Training\" sections. The fer "
+        "Each is an ensemble of CNNs (48x48 grayscale face in, class probabilities "
+        "out) exported as one LiteRT graph that averages their probabilities (weights "
+        "in the sidecar's `member_weights`); how they were trained is in the README's "
+        "\"Models\" and \"Training\" sections. The fer "
         "node publishes, per face and frame, the label with the highest *smoothed* "
         "probability (see [Smoothing](#smoothing-in-the-node)), that probability as "
         "`confidence`, all class probabilities and a valence in [-1, 1].",
@@ -797,7 +800,7 @@ def _views_section(models: Dict[str, Any]) -> List[str]:
     out = [
         "## Test-time views: the node's default against the model's own",
         "",
-        f"The fer node averages the face and its mirror image by default "
+        f"The fer node uses {VIEW_NAMES.get(NODE_VIEWS, NODE_VIEWS)} by default "
         f"(`test_time_views: {NODE_VIEWS}`) for speed; the model's own view set is what "
         "it was validated with (zooms and mirror images, `test_time_views: model`). "
         "\"vs own views\" compares each set with the model's own on the same faces "
@@ -908,14 +911,24 @@ def _calibration_verdict(models: Dict[str, Any]) -> List[str]:
     elif not fails:
         advice = "apply temperature scaling everywhere." + how
     elif not helps:
-        advice = ("do not apply temperature scaling: for no model and view set did it "
+        advice = ("do not apply (further) temperature scaling: for no model and view "
+                  "set did it "
                   "lower both the held-out ECE (in every half) and the NLL.")
     else:
         advice = (f"apply temperature scaling only for {', '.join(helps)}; not for "
                   f"{', '.join(fails)}, where it did not lower both the held-out ECE "
                   "(in every half) and the NLL." + how)
-    out.append(f"\n**Recommendation:** {advice} The shipped models and sidecars are "
-               "unchanged here: this card only measures what T would do.")
+    shipped = [f"`{m['model']}` (T = " + ", ".join(f"{t['temperature']:.2f}"
+                                                   for t in m["temperatures"])
+               + f" for {len(m['temperatures'])} view sets)"
+               for m in models.values() if m.get("temperatures")]
+    state = (f"The models are measured as shipped: the sidecars of {', '.join(shipped)} "
+             "carry temperatures fitted on PublicTest by `python -m training.calibrate`, "
+             "which `EmotionClassifier` applies, so T here is what would remain to "
+             "correct." if shipped else
+             "The shipped models and sidecars are unchanged here: this card only "
+             "measures what T would do (`python -m training.calibrate` stores it).")
+    out.append(f"\n{state}\n\n**Recommendation:** {advice}")
     return out
 
 
