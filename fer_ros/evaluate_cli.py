@@ -107,7 +107,7 @@ def predicted_classes(classifiers: Sequence[Any], images: np.ndarray,
 
 def probabilities(classifier, images: np.ndarray, labels: Sequence[str],
                   batch_size: int = 256) -> np.ndarray:
-    """A classifier's probabilities of ``labels`` for faces (7 collapsed to 3 if needed)."""
+    """Return a classifier's probabilities of ``labels`` for faces (7 collapsed to 3 if needed)."""
     from fer_ros.labels import THREE_CLASS_LABELS, collapse_probabilities
 
     probs = np.concatenate([classifier.predict_proba(images[i:i + batch_size])

@@ -138,8 +138,8 @@ def _copy_model(tiny_model_paths, folder, **sidecar_entries):
     return path
 
 
-def test_sidecar_temperature_scales_the_views_it_was_fitted_for(tiny_model_paths, tmp_path,
-                                                                 rng):
+def test_sidecar_temperature_scales_the_views_it_was_fitted_for(tiny_model_paths,
+                                                                tmp_path, rng):
     from fer_ros.evaluation import scale_temperature
 
     faces = rng.integers(0, 256, (6, 48, 48)).astype(np.uint8)

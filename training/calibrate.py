@@ -29,7 +29,7 @@ DEFAULT_DATA = "../shared/data/fer2013.npz"
 
 
 def view_sets(classifier) -> Dict[str, Any]:
-    """The model's own views, face + mirror and one pass (duplicates once)."""
+    """Return the model's own views, face + mirror and one pass (duplicates once)."""
     from fer_ros.test_time_augmentation import TtaViews
 
     sets = {"model": classifier.info.tta, "flip": TtaViews(True), "none": TtaViews()}

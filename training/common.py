@@ -118,7 +118,7 @@ def check_distillation_weight(weight: float) -> None:
 
 
 def split_names(split: str) -> List[str]:
-    """The split names of a ``"+"``-joined split setting, e.g. ``Training+PublicTest``."""
+    """Return the split names of a ``"+"``-joined setting, e.g. ``Training+PublicTest``."""
     return [name.strip() for name in split.split("+") if name.strip()]
 
 

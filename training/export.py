@@ -248,7 +248,7 @@ def export_runs(run_dirs: Sequence[Path], name: str, out_dir: Path = WEIGHTS,
 
 
 def training_provenance(configs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """What the sidecar says about the members' training data and checkpoints.
+    """Return what the sidecar says about the members' training data and checkpoints.
 
     ``validation_in_training`` is true when a member was trained on its
     validation split too (a final all-data run with a schedule fixed
@@ -293,7 +293,6 @@ def check_against_keras(path: Path, model, faces: np.ndarray, views, weights: st
 def validation_metrics(classifier, faces: np.ndarray, y: np.ndarray,
                        batch_size: int = 256) -> Dict[str, Any]:
     """Accuracy with the model's views and in one pass, macro-F1, sample count."""
-
     from fer_ros.evaluation import classification_metrics
     from fer_ros.test_time_augmentation import TtaViews
 
@@ -309,7 +308,7 @@ def validation_metrics(classifier, faces: np.ndarray, y: np.ndarray,
 
 
 def chosen_views(args: argparse.Namespace):
-    """The test-time views given on the command line, or None to use the runs' own."""
+    """Return the test-time views given on the command line, or None for the runs' own."""
     from fer_ros.test_time_augmentation import TtaViews
 
     if args.tta_flip is None and args.tta_zooms is None and args.tta_shifts is None:

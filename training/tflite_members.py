@@ -1,7 +1,12 @@
-"""Rebuild the Keras members of an exported VGG ensemble from its LiteRT file.
+r"""Rebuild the Keras members of an exported VGG ensemble from its LiteRT file.
 
-    python -m training.tflite_members fer_ros/weights/fer2013_3class.tflite \\
+    git show be0f54e:fer_ros/weights/fer2013_3class.tflite > /tmp/pair/fer2013_3class.tflite
+    git show be0f54e:fer_ros/weights/fer2013_3class.json > /tmp/pair/fer2013_3class.json
+    python -m training.tflite_members /tmp/pair/fer2013_3class.tflite \
         --stage-filters 24 48 96 192 --out runs/shipped_3class
+
+(be0f54e holds the two-CNN pair shipped before the three-CNN ensemble; all
+members of one file must share ``--stage-filters``.)
 
 A shipped model is the only copy of its weights once its training runs are
 gone; to put one of its members into a new ensemble (or distil from it) the
@@ -19,7 +24,6 @@ checked against the LiteRT file on ``--check-faces`` validation faces.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -77,7 +81,7 @@ def convolutions(path: Path) -> Dict[int, Dict[str, tuple]]:
 
 def rebuild_member(layers: Dict[str, tuple], num_classes: int,
                    stage_filters: Sequence[int], convs_per_stage: int):
-    """A :func:`training.models.build_vgg_residual` model holding ``layers``' weights.
+    """Build a :func:`training.models.build_vgg_residual` model holding ``layers``' weights.
 
     :raises ValueError: when the shapes do not fit the architecture.
     """
