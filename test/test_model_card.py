@@ -175,7 +175,7 @@ def test_the_generator_writes_a_card_whose_links_and_figures_exist(tmp_path):
     assert three["faces"] + three["left_out"] == 200
     assert f"{100 * three['metrics']['accuracy']:.1f}%" in card
     assert "15 equal-width bins" in card
-    calibration = three["calibration"][numbers["views"]]
+    calibration = three["calibration"][numbers["smoothing"]["views"]]
     assert calibration["argmax_unchanged"]
     assert f"{calibration['ece_before']:.3f}" in card
     assert numbers["smoothing"]["frames"] == 36
