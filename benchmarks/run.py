@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
@@ -162,14 +162,19 @@ def classifier_view_settings(shipped) -> Dict[str, Any]:
     return unique
 
 
-def worker_classifiers(count: int) -> Dict[str, Any]:
-    """Per-face inference time of each classifier, batch 1 and batch 8."""
+def worker_classifiers(count: int, baselines: Sequence[str] = ()) -> Dict[str, Any]:
+    """Per-face inference time of each classifier, batch 1 and batch 8.
+
+    :param baselines: other fer_ros model files (e.g. a previously shipped
+        model), timed with their own views, face + mirror and one pass.
+    """
     import fer as fer_package
     import keras
     import tensorflow as tf
 
     from fer_ros.classification import EmotionClassifier
     from fer_ros.model_files import ModelLoadError
+    from fer_ros.test_time_augmentation import TtaViews
 
     rng = np.random.default_rng(0)
     faces48 = rng.integers(0, 256, (8, 48, 48)).astype(np.uint8)
@@ -184,12 +189,19 @@ def worker_classifiers(count: int) -> Dict[str, Any]:
             times.append((time.perf_counter() - start) * 1e3 / len(batch))
         return round(statistics.median(times), 3)
 
-    for name in ("3class", "7class"):
+    for name in ("3class", "7class", *baselines):
         try:
             classifier = EmotionClassifier.load(name, threads=2)
         except ModelLoadError:
+            if name in baselines:
+                raise
             continue
-        for setting, tta in classifier_view_settings(classifier.info.tta).items():
+        settings = classifier_view_settings(classifier.info.tta)
+        if name in baselines:
+            settings = {f"{classifier.info.tta.num_views} views (model)": classifier.info.tta,
+                        "face + mirror": TtaViews(True), "one pass": TtaViews()}
+            name = f"baseline {Path(name).name}"
+        for setting, tta in settings.items():
             classifier.info = dataclasses.replace(classifier.info, tta=tta)
             key = f"fer_ros {name}, {setting}"
             results[key] = {"batch1_ms_per_face": timed(classifier.predict_proba, faces48[:1]),
@@ -422,6 +434,10 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--update-readme", action="store_true",
                         help="rewrite the README's benchmark table from this run")
+    parser.add_argument("--baseline-model", type=Path, nargs="+", default=[],
+                        metavar="TFLITE", help="also time these fer_ros model files in the "
+                        "classifier table (e.g. the previously shipped model, to compare "
+                        "in the same run)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -429,7 +445,7 @@ def main(argv: List[str] | None = None) -> int:
         workers = {"fer_ros": lambda: worker_fer_ros(rest[0], int(rest[1])),
                    "fer_ros_reid": lambda: worker_fer_ros(rest[0], int(rest[1]), True),
                    "fer": lambda: worker_fer_peer(rest[0], int(rest[1])),
-                   "classifiers": lambda: worker_classifiers(int(rest[0])),
+                   "classifiers": lambda: worker_classifiers(int(rest[0]), rest[1:]),
                    "dds": lambda: worker_dds(int(rest[0]), rest[1])}
         print(json.dumps(workers[kind]()))
         return 0
@@ -441,7 +457,8 @@ def main(argv: List[str] | None = None) -> int:
     except Exception:  # the peer is optional
         pass
     if not args.skip_peer:
-        results["classifiers"] = run_worker("classifiers", "200")
+        results["classifiers"] = run_worker("classifiers", "200",
+                                            *map(str, args.baseline_model))
     for scenario, name in SCENARIOS.items():
         rows = {"fer_ros": run_worker("fer_ros", name, str(args.frames))}
         if scenario in REID_SCENARIOS:
