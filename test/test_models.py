@@ -250,6 +250,13 @@ def test_weighted_ensemble_and_members_rebuilt_from_the_exported_file(tmp_path):
         np.testing.assert_allclose(again, original, atol=1e-4)
     difference, agreement = check_rebuild(exported, rebuilt, faces)
     assert difference < 1e-4 and agreement == 1.0
+    # Without --stage-filters each member's trunk is read from its kernels.
+    inferred = write_member_runs(exported, tmp_path / "inferred", val_data=str(data))
+    assert check_rebuild(exported, inferred, faces)[0] < 1e-4
+    # A temperature in the sidecar scales the file's output, not its members.
+    sidecar["temperature"] = [{"tta_flip": False, "tta_zooms": [1.0], "temperature": 0.5}]
+    exported.with_suffix(".json").write_text(json.dumps(sidecar))
+    assert check_rebuild(exported, inferred, faces)[0] < 1e-4
     # The rebuilt members export again, with the sidecar's views.
     again = export_runs(rebuilt, "again", out_dir=tmp_path / "weights", weights="float32",
                         member_weights=[1, 3])
@@ -262,3 +269,35 @@ def test_weighted_ensemble_and_members_rebuilt_from_the_exported_file(tmp_path):
     with pytest.raises(ValueError):
         write_member_runs(exported, tmp_path / "wrong", stage_filters=(8, 16),
                           convs_per_stage=1)
+
+
+def test_members_of_different_widths_and_crops_are_rebuilt_from_their_kernels(tmp_path):
+    import keras
+    import yaml
+
+    from fer_ros.classification import EmotionClassifier
+    from training.export import export_runs
+    from training.models import build_vgg_residual
+    from training.tflite_members import check_rebuild, write_member_runs
+
+    rng = np.random.default_rng(4)
+    data = tmp_path / "fer.npz"
+    np.savez(data, images=rng.integers(0, 256, (20, 48, 48)).astype(np.uint8),
+             labels=np.tile(np.arange(7), 3)[:20], usage=np.array(["PublicTest"] * 20))
+    narrow = _tiny_run(tmp_path / "narrow", 1, data)
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    keras.utils.set_random_seed(2)
+    build_vgg_residual(3, stage_filters=(16, 32, 48), convs_per_stage=2,
+                       crop=40).save(wide / "best.keras")
+    (wide / "config.yaml").write_text((narrow / "config.yaml").read_text())
+    exported = export_runs([narrow, wide], "mixed", out_dir=tmp_path / "weights",
+                           weights="float32")
+    rebuilt = write_member_runs(exported, tmp_path / "rebuilt", val_data=str(data))
+    settings = [yaml.safe_load((run / "config.yaml").read_text())["model"] for run in rebuilt]
+    assert settings == [{"stage_filters": [8, 32], "convs_per_stage": 1, "crop": 0},
+                        {"stage_filters": [16, 32, 48], "convs_per_stage": 2, "crop": 40}]
+    faces = rng.integers(0, 256, (4, 48, 48)).astype(np.uint8)
+    assert check_rebuild(exported, rebuilt, faces)[0] < 1e-4
+    assert EmotionClassifier.load(rebuilt[1] / "best.keras").labels == \
+        ("negative", "neutral", "positive")

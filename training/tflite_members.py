@@ -5,8 +5,10 @@ r"""Rebuild the Keras members of an exported VGG ensemble from its LiteRT file.
     python -m training.tflite_members /tmp/pair/fer2013_3class.tflite \
         --stage-filters 24 48 96 192 --out runs/shipped_3class
 
-(be0f54e holds the two-CNN pair shipped before the three-CNN ensemble; all
-members of one file must share ``--stage-filters``.)
+(be0f54e holds the two-CNN pair shipped before the three-CNN ensemble.)
+Without ``--stage-filters`` each member's trunk (channels per stage, convs
+per stage, centre crop) is read from its kernels' shapes, so ensembles of
+different trunks, such as the shipped one, are rebuilt too.
 
 A shipped model is the only copy of its weights once its training runs are
 gone; to put one of its members into a new ensemble (or distil from it) the
@@ -24,10 +26,11 @@ checked against the LiteRT file on ``--check-faces`` validation faces.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import yaml
@@ -53,7 +56,7 @@ def dequantised(interpreter, tensor: Dict) -> np.ndarray:
 
 
 def convolutions(path: Path) -> Dict[int, Dict[str, tuple]]:
-    """Kernel [h, w, in, out] and bias of every convolution, by member and layer name.
+    """Kernel [h, w, in, out], bias and input side of every convolution, by member and layer.
 
     :raises ValueError: when the graph holds no ``member_K`` convolutions.
     """
@@ -72,30 +75,62 @@ def convolutions(path: Path) -> Dict[int, Dict[str, tuple]]:
             raise ValueError(f"{path}: convolution {kernel['name']!r} is not a member's")
         name = "class_conv" if layer.group(1).startswith("class_conv") else layer.group(1)
         weights = dequantised(interpreter, kernel).transpose(1, 2, 3, 0)  # OHWI -> HWIO
+        side = int(tensors[op["inputs"][0]]["shape"][1])
         members.setdefault(int(member.group(1)), {})[name] = \
-            (weights, dequantised(interpreter, bias))
+            (weights, dequantised(interpreter, bias), side)
     if not members:
         raise ValueError(f"{path}: no ensemble members found")
     return members
 
 
+def architecture(layers: Dict[str, tuple]) -> Dict[str, Any]:
+    """Read a member's VGG hyperparameters from its convolutions' shapes.
+
+    :return: ``stage_filters`` (output channels of each stage's first conv),
+        ``convs_per_stage`` and ``crop`` (the side the first conv sees, 0 for
+        the whole face).
+    :raises ValueError: when the names are not those of a VGG trunk.
+    """
+    from fer_ros.preprocessing import FACE_SIZE
+
+    stages: Dict[int, Dict[int, tuple]] = {}
+    for name, layer in layers.items():
+        match = re.fullmatch(r"stage(\d+)_(\d+)", name)
+        if match:
+            stages.setdefault(int(match.group(1)), {})[int(match.group(2))] = layer
+        elif name != "class_conv":
+            raise ValueError(f"convolution {name!r} is not a VGG trunk's")
+    if not stages or sorted(stages) != list(range(1, len(stages) + 1)):
+        raise ValueError(f"stages {sorted(stages)} are not 1..n")
+    side = stages[1][1][2]
+    return {"stage_filters": [int(stages[s][1][0].shape[-1]) for s in sorted(stages)],
+            "convs_per_stage": max(len(convs) for convs in stages.values()),
+            "crop": 0 if side == FACE_SIZE else side}
+
+
 def rebuild_member(layers: Dict[str, tuple], num_classes: int,
-                   stage_filters: Sequence[int], convs_per_stage: int):
+                   stage_filters: Optional[Sequence[int]] = None,
+                   convs_per_stage: Optional[int] = None):
     """Build a :func:`training.models.build_vgg_residual` model holding ``layers``' weights.
 
+    :param stage_filters: channels per stage; None reads them (and the
+        crop) from the kernels' shapes (:func:`architecture`).
+    :param convs_per_stage: None reads it from the layer names.
     :raises ValueError: when the shapes do not fit the architecture.
     """
     from training.models import build_vgg_residual
 
-    model = build_vgg_residual(num_classes, stage_filters=tuple(stage_filters),
-                               convs_per_stage=convs_per_stage)
+    found = architecture(layers)
+    model = build_vgg_residual(
+        num_classes, stage_filters=tuple(stage_filters or found["stage_filters"]),
+        convs_per_stage=convs_per_stage or found["convs_per_stage"], crop=found["crop"])
     expected = {layer.name[:-len("_conv")] for layer in model.layers
                 if layer.name.endswith("_conv") and layer.name != "class_conv"}
     expected.add("class_conv")
     if set(layers) != expected:
         raise ValueError(f"the graph's convolutions {sorted(layers)} do not match the "
                          f"architecture's {sorted(expected)}")
-    for name, (kernel, bias) in layers.items():
+    for name, (kernel, bias, _) in layers.items():
         if name == "class_conv":
             model.get_layer(name).set_weights([kernel, bias])
             continue
@@ -107,10 +142,15 @@ def rebuild_member(layers: Dict[str, tuple], num_classes: int,
     return model
 
 
-def write_member_runs(path: Path, out: Path, stage_filters: Sequence[int],
-                      convs_per_stage: int = 2, val_data: str = "../shared/data/fer2013.npz",
+def write_member_runs(path: Path, out: Path, stage_filters: Optional[Sequence[int]] = None,
+                      convs_per_stage: Optional[int] = None,
+                      val_data: str = "../shared/data/fer2013.npz",
                       val_split: str = "PublicTest") -> List[Path]:
-    """Rebuild every member of ``path`` and write it as ``out/member_K/`` run folders."""
+    """Rebuild every member of ``path`` and write it as ``out/member_K/`` run folders.
+
+    ``stage_filters`` / ``convs_per_stage`` None: each member's own, read
+    from its kernels (members may differ).
+    """
     from fer_ros.model_files import read_sidecar
 
     sidecar = read_sidecar(path, required=True)
@@ -125,14 +165,17 @@ def write_member_runs(path: Path, out: Path, stage_filters: Sequence[int],
         else [origins] * len(members)
     runs = []
     for index, layers in members:
-        model = rebuild_member(layers, len(labels), stage_filters, convs_per_stage)
+        settings = dict(architecture(layers))
+        settings["stage_filters"] = list(stage_filters or settings["stage_filters"])
+        settings["convs_per_stage"] = convs_per_stage or settings["convs_per_stage"]
+        model = rebuild_member(layers, len(labels), settings["stage_filters"],
+                               settings["convs_per_stage"])
         run = out / f"member_{index}"
         run.mkdir(parents=True, exist_ok=True)
         model.save(run / "best.keras")
         config = {"name": f"{out.name}_member_{index}", "label_set": label_set,
                   "architecture": "vgg", "val_data": val_data, "val_split": val_split,
-                  "model": {"stage_filters": list(stage_filters),
-                            "convs_per_stage": convs_per_stage},
+                  "model": settings,
                   "tta_flip": bool(sidecar.get("tta_flip", False)),
                   "tta_zooms": list(sidecar.get("tta_zooms", [1.0])),
                   "tta_shifts": sidecar.get("tta_shifts", [[0, 0]]),
@@ -161,6 +204,8 @@ def check_rebuild(path: Path, runs: Sequence[Path], faces: np.ndarray) -> tuple:
 
     shipped_model = EmotionClassifier.load(path, tta_flip=False, tta_zooms=[1.0],
                                            tta_shifts=[[0, 0]])
+    # The members' raw mean: without the temperature a sidecar may carry.
+    shipped_model.info = dataclasses.replace(shipped_model.info, temperatures=())
     shipped = shipped_model.predict_proba(faces)
     extra = shipped_model.info.extra or {}
     rebuilt = np.average([keras.models.load_model(run / "best.keras", compile=False)
@@ -180,9 +225,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="an exported VGG (ensemble) .tflite")
-    parser.add_argument("--stage-filters", type=int, nargs="+", required=True,
-                        help="channels per stage of the members, e.g. 24 48 96 192")
-    parser.add_argument("--convs-per-stage", type=int, default=2)
+    parser.add_argument("--stage-filters", type=int, nargs="+", default=None,
+                        help="channels per stage of every member, e.g. 24 48 96 192 "
+                             "(default: each member's own, read from its kernels)")
+    parser.add_argument("--convs-per-stage", type=int, default=None,
+                        help="default: read from the layer names")
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for the member run folders (member_0, ...)")
     parser.add_argument("--data", default="../shared/data/fer2013.npz",
