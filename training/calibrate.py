@@ -21,7 +21,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -41,11 +41,11 @@ def view_sets(classifier) -> Dict[str, Any]:
 
 
 def fit_temperatures(model: str, data: Path, split: str,
-                     batch_size: int = 256) -> List[Dict[str, Any]]:
+                     batch_size: int = 256) -> Tuple[Path, List[Dict[str, Any]]]:
     """Fit one temperature per view set of ``model`` on the ``split`` faces.
 
-    :return: sidecar entries: the views, ``temperature``, faces and where
-        they come from.
+    :return: the model file and the sidecar entries: the views,
+        ``temperature``, faces and where they come from.
     :raises ValueError: when the split holds no faces the model knows.
     """
     from fer_ros.classification import EmotionClassifier
@@ -69,14 +69,12 @@ def fit_temperatures(model: str, data: Path, split: str,
                         "view_set": name, "faces": int(len(faces)),
                         "fitted_on": f"{data}:{split}"})
         print(f"{Path(classifier.source).name}, {name} views: T = {temperature:.3f}")
-    return entries
+    return Path(classifier.source), entries
 
 
-def write_temperatures(model: str, entries: List[Dict[str, Any]]) -> Path:
+def write_temperatures(model_file: Path, entries: List[Dict[str, Any]]) -> Path:
     """Store ``entries`` as the sidecar's ``temperature`` list; return the sidecar."""
-    from fer_ros.classification import EmotionClassifier
-
-    sidecar = Path(EmotionClassifier.load(model).source).with_suffix(".json")
+    sidecar = model_file.with_suffix(".json")
     content = json.loads(sidecar.read_text())
     content["temperature"] = entries
     temporary = sidecar.with_suffix(".json.tmp")
@@ -96,8 +94,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         for model in args.models:
-            sidecar = write_temperatures(model, fit_temperatures(model, args.data,
-                                                                 args.split))
+            sidecar = write_temperatures(*fit_temperatures(model, args.data, args.split))
             print(f"wrote the temperatures into {sidecar}")
     except (ModelLoadError, OSError, ValueError) as error:
         print(f"calibrate: error: {error}", file=sys.stderr)
