@@ -84,10 +84,7 @@ def test_multitask_smoke_run_reevaluate_and_export(tmp_path):
     from training.train_static import evaluate_only, train_multitask
 
     rng = np.random.default_rng(0)
-    data = tmp_path / "fer.npz"
-    np.savez(data, images=rng.integers(0, 256, (64, 48, 48)).astype(np.uint8),
-             labels=np.tile(np.arange(7), 10)[:64],
-             usage=np.array(["Training"] * 48 + ["PublicTest"] * 16))
+    data = _random_fer(tmp_path / "fer.npz", rng, Training=48, PublicTest=16)
     config = TrainConfig(name="mt", multitask=True, train_data=[str(data)],
                          val_data=str(data), model={"stage_filters": [4, 8]},
                          epochs=1, batch_size=32, output_root=str(tmp_path / "runs"))
@@ -105,6 +102,14 @@ def test_multitask_smoke_run_reevaluate_and_export(tmp_path):
     assert classifier.labels == ("negative", "neutral", "positive")
     assert classifier.info.tta.num_views == 4
     assert classifier.info.extra["validation"]["samples"] == 14
+
+
+def _random_fer(path, rng, **splits):
+    """Write a FER2013-like .npz of random faces, labels 0..6 in turn, ``split=count`` rows."""
+    usage = np.array([name for name, count in splits.items() for _ in range(count)])
+    np.savez(path, images=rng.integers(0, 256, (len(usage), 48, 48)).astype(np.uint8),
+             labels=np.arange(len(usage)) % 7, usage=usage)
+    return path
 
 
 def _tiny_run(folder, seed, data, **config):
@@ -131,9 +136,7 @@ def test_ensemble_export_averages_members_and_concatenates_features(tmp_path):
     from training.export import export_runs
 
     rng = np.random.default_rng(0)
-    data = tmp_path / "fer.npz"
-    np.savez(data, images=rng.integers(0, 256, (40, 48, 48)).astype(np.uint8),
-             labels=np.tile(np.arange(7), 6)[:40], usage=np.array(["PublicTest"] * 40))
+    data = _random_fer(tmp_path / "fer.npz", rng, PublicTest=40)
     runs = [_tiny_run(tmp_path / f"run{seed}", seed, data) for seed in (1, 2)]
     exported = export_runs(runs, "ens", out_dir=tmp_path / "weights", weights="float32")
 
@@ -187,10 +190,7 @@ def test_all_data_run_keeps_the_last_epoch_and_says_so_in_the_sidecar(tmp_path):
     from training.train_static import train_multitask
 
     rng = np.random.default_rng(1)
-    data = tmp_path / "fer.npz"
-    np.savez(data, images=rng.integers(0, 256, (64, 48, 48)).astype(np.uint8),
-             labels=np.tile(np.arange(7), 10)[:64],
-             usage=np.array(["Training"] * 40 + ["PublicTest"] * 16 + ["PrivateTest"] * 8))
+    data = _random_fer(tmp_path / "fer.npz", rng, Training=40, PublicTest=16, PrivateTest=8)
     faces, _, _, _ = load_split([str(data)], "Training+PublicTest", "7class", drop_blank=False)
     assert len(faces) == 56  # both splits, not PrivateTest
     config = TrainConfig(name="all", multitask=True, train_data=[str(data)],
@@ -223,9 +223,7 @@ def test_weighted_ensemble_and_members_rebuilt_from_the_exported_file(tmp_path):
     from training.tflite_members import check_rebuild, write_member_runs
 
     rng = np.random.default_rng(3)
-    data = tmp_path / "fer.npz"
-    np.savez(data, images=rng.integers(0, 256, (40, 48, 48)).astype(np.uint8),
-             labels=np.tile(np.arange(7), 6)[:40], usage=np.array(["PublicTest"] * 40))
+    data = _random_fer(tmp_path / "fer.npz", rng, PublicTest=40)
     runs = [_tiny_run(tmp_path / f"run{seed}", seed, data) for seed in (1, 2)]
     views = TtaViews(False, (1.0, 1.1))
     exported = export_runs(runs, "weighted", out_dir=tmp_path / "weights",
@@ -281,9 +279,7 @@ def test_members_of_different_widths_and_crops_are_rebuilt_from_their_kernels(tm
     from training.tflite_members import check_rebuild, write_member_runs
 
     rng = np.random.default_rng(4)
-    data = tmp_path / "fer.npz"
-    np.savez(data, images=rng.integers(0, 256, (20, 48, 48)).astype(np.uint8),
-             labels=np.tile(np.arange(7), 3)[:20], usage=np.array(["PublicTest"] * 20))
+    data = _random_fer(tmp_path / "fer.npz", rng, PublicTest=20)
     narrow = _tiny_run(tmp_path / "narrow", 1, data)
     wide = tmp_path / "wide"
     wide.mkdir()
