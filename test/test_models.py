@@ -93,6 +93,14 @@ def test_multitask_smoke_run_reevaluate_and_export(tmp_path):
         metrics = json.loads((run / head / "metrics.json").read_text())
         assert metrics["samples"] == samples and metrics["tta_zooms"] == [1.0]
 
+    # A finished run is not trained over: its models stay as they are.
+    from training.common import FinishedRunError
+
+    before = (run / "7class" / "best.keras").read_bytes()
+    with pytest.raises(FinishedRunError, match="already trained \\(1 epochs"):
+        train_multitask(config)
+    assert (run / "7class" / "best.keras").read_bytes() == before
+
     evaluate_only(dataclasses.replace(config, tta_zooms=[1.0, 1.1]))
     metrics = json.loads((run / "3class" / "metrics.json").read_text())
     assert metrics["tta_zooms"] == [1.0, 1.1] and metrics["tta_flip"] is True
@@ -102,6 +110,30 @@ def test_multitask_smoke_run_reevaluate_and_export(tmp_path):
     assert classifier.labels == ("negative", "neutral", "positive")
     assert classifier.info.tta.num_views == 4
     assert classifier.info.extra["validation"]["samples"] == 14
+
+
+def test_finished_run_is_told_apart_from_an_interrupted_one(tmp_path, capsys):
+    import yaml
+
+    from training.common import finished_epochs
+    from training.train_static import main
+
+    run = tmp_path / "runs" / "done"
+    assert finished_epochs(run) == 0  # no folder yet
+    run.mkdir(parents=True)
+    (run / "training_log.csv").write_text("epoch,loss\n0,1.5\n1,1.2\n")
+    (run / "backup").mkdir()
+    assert finished_epochs(run) == 0  # interrupted: resumes from its backup
+    (run / "backup").rmdir()
+    assert finished_epochs(run) == 2
+
+    config = tmp_path / "done.yaml"
+    config.write_text(yaml.safe_dump({"name": "done", "output_root": str(tmp_path / "runs")}))
+    assert main([str(config)]) == 1
+    assert "already trained (2 epochs" in capsys.readouterr().err
+    assert main([str(config), "--skip-finished"]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert (run / "training_log.csv").read_text().count("\n") == 3  # untouched
 
 
 def _random_fer(path, rng, **splits):

@@ -66,3 +66,25 @@ def test_choosing_the_best_epoch_on_training_faces_is_refused():
     assert not TrainConfig(name="usual").validation_in_training()
     with pytest.raises(ValueError, match="checkpoint must be one of"):
         TrainConfig(name="typo", checkpoint="final")
+
+
+ALL_DATA_KEYS = {"name", "train_split", "checkpoint", "init_weights"}
+
+
+@pytest.mark.parametrize("path", [p for p in STATIC_CONFIGS if p.stem.endswith("_all")],
+                         ids=lambda path: path.stem)
+def test_all_data_config_keeps_the_schedule_fixed_on_publictest(path):
+    """A ``*_all`` run is its original run on Training + PublicTest, nothing else changed."""
+    import yaml
+
+    original_path = path.with_name(path.stem[:-len("_all")] + ".yaml")
+    assert original_path.is_file(), f"{path.name}: no original config {original_path.name}"
+    final, original = (yaml.safe_load(p.read_text()) for p in (path, original_path))
+    assert final["train_split"] == "Training+PublicTest" and final["checkpoint"] == "last"
+    if "init_weights" in original:
+        # continues from the all-data version of the original's starting run
+        run = original["init_weights"].split("/")[1]
+        assert final["init_weights"] == original["init_weights"].replace(run, run + "_all")
+    differing = {key for key in set(final) | set(original)
+                 if final.get(key) != original.get(key)}
+    assert differing <= ALL_DATA_KEYS, f"{path.name} changes {differing - ALL_DATA_KEYS}"

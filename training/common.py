@@ -202,17 +202,43 @@ def tta_views(config: TrainConfig) -> TtaViews:
                     config.tta_shifts)  # type: ignore[arg-type]
 
 
+class FinishedRunError(ValueError):
+    """The run folder already holds a finished training; retraining would overwrite it."""
+
+
+def finished_epochs(run_dir: Path) -> int:
+    """Epochs of a finished training in ``run_dir``, 0 when there is none.
+
+    A run is finished when its ``training_log.csv`` has epochs and no
+    ``backup/`` is left to resume from (Keras' BackupAndRestore deletes it
+    when ``fit`` returns); an interrupted run keeps its backup.
+    """
+    log = run_dir / "training_log.csv"
+    if (run_dir / "backup").exists() or not log.is_file():
+        return 0
+    lines = [line for line in log.read_text().splitlines()[1:] if line.strip()]
+    return len(lines)
+
+
 def start_run(config: TrainConfig) -> Path:
     """Set threads and seeds, create the run folder and record the config in it.
 
     Must run before TensorFlow is first imported (thread settings).
+
+    :raises FinishedRunError: when ``runs/<name>`` already holds a finished
+        training (rerunning would start over and overwrite its models).
     """
+    run_dir = Path(config.output_root) / config.name
+    done = finished_epochs(run_dir)
+    if done:
+        raise FinishedRunError(
+            f"{run_dir}: already trained ({done} epochs in training_log.csv); "
+            "re-evaluate it with --evaluate-only, or move the folder away to train again")
     if config.threads > 0:
         os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(config.threads))
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     import keras
 
-    run_dir = Path(config.output_root) / config.name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     keras.utils.set_random_seed(config.seed)

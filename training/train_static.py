@@ -4,7 +4,8 @@ Writes into ``runs/<name>/``: the config as run, ``model_summary.txt``,
 ``training_log.csv``, ``best.keras`` (best validation accuracy),
 ``metrics.json``, ``confusion.png`` and ``curves.png``.  A run that is
 interrupted resumes from its last finished epoch when started again with
-the same config (Keras ``BackupAndRestore``, written every epoch).
+the same config (Keras ``BackupAndRestore``, written every epoch); a run
+that has finished is not trained again (``--evaluate-only`` re-evaluates it).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import yaml
 
 from fer_ros.test_time_augmentation import TtaViews
 from training.augmentation import AugmentationConfig, build_augmenter, mix_batch
-from training.common import (TrainConfig, build_optimizer, load_train_and_validation,
-                             parse_overrides, predict_probabilities, schedule_callbacks,
-                             start_run, tta_views, write_model_summary)
+from training.common import (FinishedRunError, TrainConfig, build_optimizer,
+                             load_train_and_validation, parse_overrides,
+                             predict_probabilities, schedule_callbacks, start_run,
+                             tta_views, write_model_summary)
 from training.distillation import blend_targets, cached_teacher_targets
 
 #: Training targets: one array [N, classes], or one per output of a multi-task model.
@@ -309,6 +311,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--evaluate-only", action="store_true",
                         help="do not train: re-evaluate the run's best model(s), e.g. "
                              "with other test-time views (--set tta_zooms=[1,1.1])")
+    parser.add_argument("--skip-finished", action="store_true",
+                        help="exit 0 without training when the run has already finished "
+                             "(for scripts that train several runs in turn)")
     args = parser.parse_args(argv)
     try:
         config = TrainConfig.from_yaml(args.config, parse_overrides(args.set))
@@ -316,6 +321,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             run_dir = evaluate_only(config)
         else:
             run_dir = train_multitask(config) if config.multitask else train(config)
+    except FinishedRunError as error:
+        if args.skip_finished:
+            print(f"train_static: skipped: {error}")
+            return 0
+        print(f"train_static: error: {error}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as error:
         print(f"train_static: error: {error}", file=sys.stderr)
         return 1
