@@ -187,3 +187,38 @@ def test_calibrate_writes_a_temperature_per_view_set(tiny_model_paths, tmp_path,
     assert calibrated.info.temperature() == entries[0]["temperature"]
     assert "wrote the temperatures" in capsys.readouterr().out
     assert main([str(tmp_path / "missing.tflite"), "--data", str(data)]) == 1
+
+
+def test_a_model_trained_on_the_split_takes_its_twins_temperatures(tiny_model_paths,
+                                                                   tmp_path, capsys):
+    import json
+
+    from training.calibrate import main
+
+    rng = np.random.default_rng(6)
+    data = tmp_path / "fer.npz"
+    np.savez(data, images=rng.integers(0, 256, (30, 48, 48)).astype(np.uint8),
+             labels=np.tile(np.arange(7), 5)[:30], usage=np.array(["PublicTest"] * 30))
+    final = _copy_model(tiny_model_paths, tmp_path / "final",
+                        trained_on=[f"../shared/{data.name}:Training+PublicTest"])
+    assert main([str(final), "--data", str(data)]) == 1
+    assert "was trained on the fer.npz PublicTest faces" in capsys.readouterr().err
+    assert "temperature" not in json.loads(final.with_suffix(".json").read_text())
+
+    twin = _copy_model(tiny_model_paths, tmp_path / "twin",
+                       trained_on=[f"../shared/{data.name}:Training"])
+    assert main([str(final), "--data", str(data), "--twin", f"{final}={twin}"]) == 0
+    entries = json.loads(final.with_suffix(".json").read_text())["temperature"]
+    twin_alone = tmp_path / "twin_alone"
+    _copy_model(tiny_model_paths, twin_alone)
+    assert main([str(twin_alone / "tiny.tflite"), "--data", str(data)]) == 0
+    alone = json.loads((twin_alone / "tiny.json").read_text())["temperature"]
+    assert [e["temperature"] for e in entries] == [e["temperature"] for e in alone]
+    assert all(e["fitted_with"].startswith("held-out twin tiny.tflite") for e in entries)
+
+    # A twin has the model's classes and views, and is itself held out.
+    other_views = _copy_model(tiny_model_paths, tmp_path / "flip", tta_flip=True)
+    assert main([str(final), "--data", str(data), "--twin", f"{final}={other_views}"]) == 1
+    assert "not a twin" in capsys.readouterr().err
+    assert main([str(final), "--data", str(data), "--twin", f"{final}={final}"]) == 1
+    assert main([str(final), "--data", str(data), "--twin", "7class=x.tflite"]) == 1
