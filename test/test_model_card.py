@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +181,42 @@ def test_the_generator_writes_a_card_whose_links_and_figures_exist(tmp_path):
     assert f"{calibration['ece_before']:.3f}" in card
     assert numbers["smoothing"]["frames"] == 36
     assert "--limit 200" in card and "python -m training.model_card" in card
+
+
+def test_a_model_trained_on_publictest_is_measured_through_its_held_out_twin(
+        tmp_path, monkeypatch, tiny_model_paths):
+    import fer_ros.classification as classification
+    from training import model_card
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    data = Path("../shared/data/fer2013.npz")
+
+    def ship(name, folder, **sidecar_entries):
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{name}.tflite"
+        target.write_bytes(tiny_model_paths["tflite"].read_bytes())
+        sidecar = json.loads(tiny_model_paths["tflite"].with_suffix(".json").read_text())
+        target.with_suffix(".json").write_text(json.dumps({**sidecar, **sidecar_entries}))
+        return target
+
+    final = {"trained_on": [f"{data}:Training+PublicTest"]}
+    for model in model_card.MODELS:
+        ship(classification.SHIPPED_MODELS[model], weights, **final)
+    monkeypatch.setattr(classification, "WEIGHTS_DIR", weights)
+    with pytest.raises(ValueError, match="trained on the fer2013.npz PublicTest faces; "
+                                         "give its held-out twin: --twin 3class=FILE"):
+        model_card.measured_files(data)
+    twin = ship("twin", tmp_path / "twins", trained_on=[f"{data}:Training"])
+    measured = model_card.measured_files(data, {m: str(twin) for m in model_card.MODELS})
+    assert measured == {m: str(twin) for m in model_card.MODELS}
+    with pytest.raises(ValueError, match="and so was its twin"):
+        model_card.measured_files(data, {"3class": str(weights / "fer2013_3class.tflite")})
+    with pytest.raises(ValueError, match="the card describes"):
+        model_card.measured_files(data, {"5class": str(twin)})
+
+    lines = model_card._twin_lines({"3class": {
+        "model": "3class", "file": "fer2013_3class.tflite", "sidecar": final,
+        "held_out_twin": {"file": "twin.tflite", "sha256": "0123", "trained_on": ["x:Training"]}}})
+    assert "of its held-out twin `twin.tflite`" in lines[0]
+    assert "Training+PublicTest" in lines[0]

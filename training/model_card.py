@@ -254,13 +254,46 @@ def calibration_study(probabilities: np.ndarray, y: np.ndarray,
     return result, scaled
 
 
+def measured_files(data: Path, twins: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Return, per shipped model, what the card measures on PublicTest.
+
+    A shipped model trained on PublicTest (the final models, trained on
+    Training + PublicTest) would score its own training faces there: the card
+    then measures its held-out twin (the same recipe trained without them).
+
+    :param twins: shipped name -> held-out twin file.
+    :return: shipped name -> the name or file to measure.
+    :raises ValueError: when such a model has no twin, or a twin is not held out.
+    """
+    from fer_ros.classification import EmotionClassifier
+    from training.calibrate import trained_on
+
+    twins = twins or {}
+    unknown = set(twins) - set(MODELS)
+    if unknown:
+        raise ValueError(f"--twin {sorted(unknown)}: the card describes {list(MODELS)}")
+    measured = {}
+    for model in MODELS:
+        measured[model] = twins.get(model, model)
+        classifier = EmotionClassifier.load(measured[model])
+        if trained_on(classifier, data, "PublicTest"):
+            hint = (" and so was its twin" if model in twins
+                    else f"; give its held-out twin: --twin {model}=FILE")
+            raise ValueError(f"{model} was trained on the {data.name} PublicTest faces"
+                             f"{hint}")
+    return measured
+
+
 def evaluate_model(model: str, faces: Dict[str, Any], threads: int, figures: Path,
-                   progress: Progress) -> Dict[str, Any]:
+                   progress: Progress, measured: str = "") -> Dict[str, Any]:
     """Everything the card says about one model on PublicTest.
 
+    :param measured: the held-out twin measured in place of ``model``
+        (see :func:`measured_files`); "" measures ``model`` itself.
     :return: JSON-ready results; ``figures`` receives the confusion matrix and
         the reliability diagram.
     """
+    from fer_ros.classification import EmotionClassifier
     from fer_ros.model_files import file_fingerprint
 
     y_all = targets_of(model, faces["y"])
@@ -269,9 +302,10 @@ def evaluate_model(model: str, faces: Dict[str, Any], threads: int, figures: Pat
     probabilities, classifiers, views = {}, {}, {}
     for view_set in VIEW_SETS:
         probabilities[view_set], classifiers[view_set] = predict(
-            model, view_set, faces["images"], threads, progress)
+            measured or model, view_set, faces["images"], threads, progress)
         views[view_set] = classifiers[view_set].info.tta.num_views
     own = classifiers["model"]
+    shipped = EmotionClassifier.load(model) if measured and measured != model else own
     labels = tuple(own.labels)
     metrics = classification_metrics(y, probabilities["model"][keep].argmax(axis=1), labels)
     name = f"confusion_{model}.png"
@@ -279,17 +313,21 @@ def evaluate_model(model: str, faces: Dict[str, Any], threads: int, figures: Pat
                    f"{model}, {VIEW_NAMES['model']} views ({views['model']}), FER2013 "
                    f"PublicTest: accuracy {metrics['accuracy']:.3f}")
     result: Dict[str, Any] = {
-        "model": model, "file": Path(own.source).name, "sha256": file_fingerprint(own.source),
-        "labels": list(labels),
-        "sidecar": {key: own.info.extra.get(key) for key in
-                    ("model", "params", "weights_dtype", "validation")
-                    if own.info.extra and key in own.info.extra},
+        "model": model, "file": Path(shipped.source).name,
+        "sha256": file_fingerprint(shipped.source), "labels": list(labels),
+        "sidecar": {key: shipped.info.extra.get(key) for key in
+                    ("model", "params", "weights_dtype", "validation", "trained_on")
+                    if shipped.info.extra and key in shipped.info.extra},
         "temperatures": [{**views.to_sidecar(), "temperature": t}
                          for views, t in own.info.temperatures],
         "faces": int(len(y)), "left_out": int((~keep).sum()),
         "metrics": metrics, "per_class": per_class_rows(metrics), "confusion_figure": name,
         "views": {}, "calibration": {},
     }
+    if shipped is not own:
+        result["held_out_twin"] = {
+            "file": Path(own.source).name, "sha256": file_fingerprint(own.source),
+            "trained_on": (own.info.extra or {}).get("trained_on")}
     correct = {v: probabilities[v][keep].argmax(axis=1) == y for v in VIEW_SETS}
     seen = faces["in_training"][keep]
     result["seen_in_training"] = {
@@ -684,8 +722,7 @@ def render_card(card: Dict[str, Any]) -> str:
         "",
         "## Training data and its known problems",
         "",
-        "The static CNNs were trained on FER2013 Training and selected on FER2013 "
-        "PublicTest (Goodfellow et al. 2013, "
+        _training_split_sentence(models) + " (Goodfellow et al. 2013, "
         "[arXiv:1307.0414](https://arxiv.org/abs/1307.0414)): 48x48 grayscale faces "
         "found by web image searches for emotion words, each with one label. "
         "Class counts (FER2013's seven labels; for 3 classes negative = angry + "
@@ -750,7 +787,7 @@ def render_card(card: Dict[str, Any]) -> str:
         "`fer-evaluate` and `fer-analyze` use them); 95% Wilson intervals in "
         "brackets.",
         "",
-    ]
+    ] + _twin_lines(models)
     out += _table(["model", "faces", "accuracy", "macro F1"],
                   [[f"`{m['model']}`", f"{m['faces']:,}" + (
                       f" ({m['left_out']} surprise faces left out)" if m["left_out"] else ""),
@@ -794,6 +831,34 @@ def render_card(card: Dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _training_split_sentence(models: Dict[str, Any]) -> str:
+    """Say which FER2013 splits trained and selected the shipped models."""
+    if not any("held_out_twin" in m for m in models.values()):
+        return ("The static CNNs were trained on FER2013 Training and selected on FER2013 "
+                "PublicTest")
+    return ("The static CNNs' recipes (networks, schedules, views, ensemble) were chosen "
+            "on FER2013 PublicTest with twins trained on FER2013 Training only; "
+            + ", ".join(f"`{m['model']}`" for m in models.values() if "held_out_twin" in m)
+            + " then repeated them on Training + PublicTest, with the last epoch kept")
+
+
+def _twin_lines(models: Dict[str, Any]) -> List[str]:
+    """Say which shipped models are measured through their held-out twin."""
+    out = []
+    for m in models.values():
+        twin = m.get("held_out_twin")
+        if twin:
+            out += [f"The shipped `{m['model']}` (`{m['file']}`) was trained on "
+                    f"{', '.join(m['sidecar'].get('trained_on') or ['?'])}, so its "
+                    "PublicTest figures would be training figures. Every number and "
+                    f"figure measured for `{m['model']}` in this card is of its held-out "
+                    f"twin `{twin['file']}` (sha256 {twin['sha256']}; trained on "
+                    f"{', '.join(twin.get('trained_on') or ['?'])}): the same recipe "
+                    "without the PublicTest faces, so it estimates the shipped model "
+                    "from below.", ""]
+    return out
 
 
 def _views_section(models: Dict[str, Any]) -> List[str]:
@@ -1083,7 +1148,8 @@ def _json_ready(value: Any) -> Any:
 
 
 def generate(data: Path, video: Path, output: Path, limit: int = 0, max_frames: int = 0,
-             threads: int = 1, command: str = "") -> Path:
+             threads: int = 1, command: str = "",
+             twins: Optional[Dict[str, str]] = None) -> Path:
     """Measure, draw and write the card; return the path of ``MODEL_CARD.md``.
 
     :param data: FER2013 .npz or .csv.
@@ -1093,9 +1159,12 @@ def generate(data: Path, video: Path, output: Path, limit: int = 0, max_frames: 
     :param max_frames: footage frames used; 0 = all.
     :param threads: CPU threads of the networks.
     :param command: the command line recorded in the card.
+    :param twins: held-out twins of shipped models trained on PublicTest
+        (see :func:`measured_files`).
     """
     from fer_ros.video_io import FrameSource
 
+    measured = measured_files(data, twins)
     start = time.monotonic()
     figures = output / FIGURE_FOLDER
     figures.mkdir(parents=True, exist_ok=True)
@@ -1108,8 +1177,8 @@ def generate(data: Path, video: Path, output: Path, limit: int = 0, max_frames: 
                         + 2 * len(MODELS) * frames * FRAME_UNITS)
     faces = load_faces(data, limit)
     progress.advance(DATA_UNITS, f"loaded {data.name}: {len(faces['y'])} PublicTest faces")
-    models = {model: evaluate_model(model, faces, threads, figures, progress)
-              for model in MODELS}
+    models = {model: evaluate_model(model, faces, threads, figures, progress,
+                                    measured[model]) for model in MODELS}
     label_map = "labels_3class.png"
     plot_label_map(models["3class"]["by_fer2013_label"], THREE_CLASS_LABELS,
                    figures / label_map)
@@ -1144,6 +1213,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-frames", type=int, default=0, metavar="F",
                         help="use the footage's first F frames (0 = all)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of the networks")
+    parser.add_argument("--twin", action="append", default=[], metavar="MODEL=FILE",
+                        help="measure FILE, the held-out twin of the shipped MODEL, on "
+                             "PublicTest (needed when MODEL was trained on PublicTest)")
     args = parser.parse_args(argv)
     for path, what in ((args.data, "--data"), (args.video, "--video")):
         if not path.is_file():
@@ -1158,15 +1230,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ("--video", args.video, Path(DEFAULT_VIDEO)),
             ("--output", args.output, Path("docs")), ("--limit", args.limit, 0),
             ("--max-frames", args.max_frames, 0), ("--threads", args.threads, 1))
-        if value != default)
+        if value != default) + "".join(f" --twin {pair}" for pair in args.twin)
     from fer_ros.datasets import DatasetError
     from fer_ros.model_files import ModelLoadError
     from fer_ros.video_io import SourceError
 
     try:
+        from training.calibrate import parse_twins
+
         generate(args.data, args.video, args.output, args.limit, args.max_frames,
-                 args.threads, command)
-    except (DatasetError, ModelLoadError, SourceError, OSError) as error:
+                 args.threads, command, parse_twins(args.twin, list(MODELS)))
+    except (DatasetError, ModelLoadError, SourceError, OSError, ValueError) as error:
         print(f"model card: {error}", file=sys.stderr)
         return 1
     return 0
