@@ -58,6 +58,20 @@ class ModelInfo:
                 return temperature
         return 1.0
 
+    def trained_on(self, data: str | Path, split: str) -> bool:
+        """Tell whether the sidecar's ``trained_on`` lists ``split`` of the file ``data``.
+
+        Entries read ``DATA[+DATA...]:SPLIT[+SPLIT...]``; data files are
+        compared by name, so a moved copy of the dataset still counts.
+        """
+        for entry in (self.extra or {}).get("trained_on") or []:
+            sources, _, splits = str(entry).rpartition(":")
+            if (split in [name.strip() for name in splits.split("+")]
+                    and any(Path(source).name == Path(data).name
+                            for source in sources.split("+"))):
+                return True
+        return False
+
 
 def read_temperatures(entries: Any) -> Tuple[Tuple[TtaViews, float], ...]:
     """Parse a sidecar's ``temperature`` list of ``{tta_*..., "temperature": T}``.

@@ -64,6 +64,10 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
     images, y = dataset.images[keep], y[keep]
     if not len(images):
         raise ValueError(f"{data}: no samples with labels the model knows")
+    trained = [Path(m.source).name for m in members if m.info.trained_on(data, split)]
+    if split and trained:
+        print(f"note: {', '.join(trained)} trained on the {split} faces of {data.name}: "
+              "these are training figures, not held-out ones")
     predicted = predicted_classes(members, images, labels, batch_size)
     metrics = classification_metrics(y, predicted, labels)
     name = " + ".join(Path(m.source).name for m in members)
@@ -72,6 +76,7 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
                     **classifier.info.tta.to_sidecar(),
                     "collapsed_7_to_3": collapse_to_three,
                     "left_out_unmapped_labels": int((~keep).sum()),
+                    "trained_on_these_faces": trained,
                     "data_hash": dataset.fingerprint()})
     print(report_line(f"{'mean of ' if len(members) > 1 else ''}{name} on {data.name}"
                       f"{':' + split if split else ''}", metrics))

@@ -169,3 +169,29 @@ def test_evaluate_cli_scores_the_mean_of_several_models(tiny_model_paths, tmp_pa
     # The same network in both files: the mean scores what one of them does.
     assert mean["accuracy"] == one["accuracy"]
     assert mean["averaged_with"] == [str(tiny_model_paths["keras"])]
+
+
+def test_evaluate_cli_says_when_the_model_was_trained_on_the_faces(tiny_model_paths, tmp_path,
+                                                                   capsys):
+    import json
+
+    from fer_ros.evaluate_cli import main
+
+    folder = tmp_path / "final"
+    folder.mkdir()
+    model = folder / "final.tflite"
+    model.write_bytes(tiny_model_paths["tflite"].read_bytes())
+    sidecar = json.loads(tiny_model_paths["tflite"].with_suffix(".json").read_text())
+    sidecar["trained_on"] = ["/elsewhere/fer.npz:Training+PublicTest"]
+    model.with_suffix(".json").write_text(json.dumps(sidecar))
+    data = tmp_path / "fer.npz"
+    rng = np.random.default_rng(0)
+    for split, trained in (("PublicTest", ["final.tflite"]), ("PrivateTest", [])):
+        np.savez(data, images=rng.integers(0, 256, (28, 48, 48)).astype(np.uint8),
+                 labels=np.arange(28) % 7, usage=np.array(["Training", split] * 14))
+        assert main(["--model", str(model), "--data", str(data), "--split", split,
+                     "--output", str(tmp_path / split)]) == 0
+        out = capsys.readouterr().out
+        assert ("these are training figures" in out) == bool(trained)
+        metrics = json.loads((tmp_path / split / "metrics.json").read_text())
+        assert metrics["trained_on_these_faces"] == trained

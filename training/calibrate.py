@@ -46,18 +46,6 @@ def view_sets(classifier) -> Dict[str, Any]:
     return unique
 
 
-def trained_on(classifier, data: Path, split: str) -> bool:
-    """Tell whether the model's sidecar says it was trained on ``data``'s ``split`` faces."""
-    from training.common import split_names
-
-    for entry in (classifier.info.extra or {}).get("trained_on") or []:
-        sources, _, splits = str(entry).rpartition(":")
-        if (split in split_names(splits)
-                and any(Path(source).name == data.name for source in sources.split("+"))):
-            return True
-    return False
-
-
 def fit_temperatures(model: str, data: Path, split: str, batch_size: int = 256,
                      twin: Optional[str] = None) -> Tuple[Path, List[Dict[str, Any]]]:
     """Fit one temperature per view set of ``model`` on the ``split`` faces.
@@ -79,7 +67,7 @@ def fit_temperatures(model: str, data: Path, split: str, batch_size: int = 256,
     fitted = EmotionClassifier.load(twin) if twin else classifier
     if twin and (fitted.labels, fitted.info.tta) != (classifier.labels, classifier.info.tta):
         raise ValueError(f"{twin}: not a twin of {model} (classes or test-time views differ)")
-    if trained_on(fitted, data, split):
+    if fitted.info.trained_on(data, split):
         hint = "" if twin else f"; give its held-out twin: --twin {model}=FILE"
         raise ValueError(f"{fitted.source} was trained on the {data.name} {split} faces: "
                          f"a temperature fitted on them would be overconfident{hint}")

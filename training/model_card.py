@@ -266,7 +266,6 @@ def measured_files(data: Path, twins: Optional[Dict[str, str]] = None) -> Dict[s
     :raises ValueError: when such a model has no twin, or a twin is not held out.
     """
     from fer_ros.classification import EmotionClassifier
-    from training.calibrate import trained_on
 
     twins = twins or {}
     unknown = set(twins) - set(MODELS)
@@ -276,7 +275,7 @@ def measured_files(data: Path, twins: Optional[Dict[str, str]] = None) -> Dict[s
     for model in MODELS:
         measured[model] = twins.get(model, model)
         classifier = EmotionClassifier.load(measured[model])
-        if trained_on(classifier, data, "PublicTest"):
+        if classifier.info.trained_on(data, "PublicTest"):
             hint = (" and so was its twin" if model in twins
                     else f"; give its held-out twin: --twin {model}=FILE")
             raise ValueError(f"{model} was trained on the {data.name} PublicTest faces"
