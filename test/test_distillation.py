@@ -68,11 +68,14 @@ def test_multitask_student_learns_from_a_teacher_run_and_caches_its_targets(tmp_
     for head in ("3class", "7class"):
         assert (student / head / "best.keras").is_file()
     assert "teacher targets from" not in capsys.readouterr().out
-    # A rerun (e.g. a resumed run) reuses the cached targets ...
+    # A resumed run (an interrupted one keeps its backup folder) reuses the
+    # cached targets ...
+    (student / "backup").mkdir()
     train_multitask(dataclasses.replace(student_config, epochs=2))
     assert f"teacher targets from {student / CACHE_NAME}" in capsys.readouterr().out
     # ... but not for other teachers.
     other = train_multitask(TrainConfig(name="other", seed=3, **common))
+    (student / "backup").mkdir()
     train_multitask(dataclasses.replace(student_config, teachers=[str(teacher), str(other)]))
     assert "teacher targets from" not in capsys.readouterr().out
 
