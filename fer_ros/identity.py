@@ -305,6 +305,29 @@ class PersonRegistry:
             self.enroll(name, vectors)
         return {name: len(vectors) for name, vectors in found.items()}
 
+    def enroll_from_file(self, path: Path) -> int:
+        """Remember the people an earlier session saved (``fer-analyze --save-people``).
+
+        :param path: the JSON file :meth:`export_people` was written to.
+        :return: the number of people imported.
+        :raises fer_ros.face_embedding.EnrollmentError: one line naming the
+            file when it is unreadable, not such a file, or from another embedder.
+        """
+        import json
+
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise EnrollmentError(f"{path}: not a people file written by --save-people "
+                                  f"({error})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("people"), list):
+            raise EnrollmentError(f"{path}: not a people file written by --save-people "
+                                  "(no list of people)")
+        try:
+            return self.import_people(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise EnrollmentError(f"{path}: {error}") from None
+
     # ------------------------------------------------------------- inspection
     def people(self) -> List[Person]:
         """Every remembered person, least recently seen first (read only)."""

@@ -98,7 +98,9 @@ FER_NODE_PARAMETERS: List[ParameterSpec] = [
                   "embeddings, kept in memory only; needs dlib and face-recognition-models)"),
     ParameterSpec("people_dir", "",
                   "with reidentify: folder with one sub-folder of photos per known person "
-                  "(e.g. child/, therapist/): matched people carry the name; '' = none",
+                  "(e.g. child/, therapist/): matched people carry the name; or the JSON "
+                  "file fer-analyze --save-people wrote: an earlier session's people keep "
+                  "their names and ids; '' = none",
                   allow_empty=True),
     ParameterSpec("overlay_blur_faces", True,
                   "pixelate the faces in the ~/overlay image (boxes and labels stay)",

@@ -437,7 +437,11 @@ def build_person_registry(settings: Mapping[str, Any], detector: FaceDetector
 
     registry = PersonRegistry(create_face_embedder())
     if settings["people_dir"]:
-        registry.enroll_from_folder(Path(settings["people_dir"]).expanduser(), detector)
+        people = Path(settings["people_dir"]).expanduser()
+        if people.is_file():  # the people an earlier session saved
+            registry.enroll_from_file(people)
+        else:
+            registry.enroll_from_folder(people, detector)
     return registry
 
 

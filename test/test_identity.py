@@ -243,6 +243,37 @@ def test_export_and_import_recognise_people_in_a_new_session():
         PersonRegistry(FakeEmbedder(faces)).import_people(other)
 
 
+def test_people_saved_by_one_session_are_enrolled_from_their_file(tmp_path):
+    from fer_ros.face_embedding import EnrollmentError
+
+    faces = orthogonal_faces(3)
+    registry = PersonRegistry(FakeEmbedder(faces))
+    registry.enroll("child", faces[:1])
+    run(registry, shown(np.arange(0, 2, 0.1), {"a": 0, "b": 1}))
+    saved = tmp_path / "people.json"
+    saved.write_text(json.dumps(registry.export_people(), default=lambda a: a.tolist()))
+    fresh = PersonRegistry(FakeEmbedder(faces))
+    assert fresh.enroll_from_file(saved) == 2
+    assert run(fresh, shown([0.0], {"x": 1, "y": 0}))[-1] == {"x": "person_1", "y": "child"}
+
+    bad = tmp_path / "bad.json"
+    for content, message in (("{", "not a people file written by --save-people"),
+                             ("[1, 2]", "no list of people"),
+                             (json.dumps({"embedder": "other", "dimension": 3, "people": []}),
+                              "exported with embedder 'other'"),
+                             (json.dumps({"embedder": "fake", "dimension": DIMENSION,
+                                          "people": [{"name": "child"}]}), "person_id")):
+        bad.write_text(content)
+        with pytest.raises(EnrollmentError, match=message) as error:
+            PersonRegistry(FakeEmbedder(faces)).enroll_from_file(bad)
+        assert str(error.value).startswith(f"{bad}: ") and "\n" not in str(error.value)
+    bad.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(EnrollmentError, match="not a people file"):
+        PersonRegistry(FakeEmbedder(faces)).enroll_from_file(bad)
+    with pytest.raises(EnrollmentError, match="not a people file"):
+        PersonRegistry(FakeEmbedder(faces)).enroll_from_file(tmp_path / "missing.json")
+
+
 def test_a_clock_that_goes_back_keeps_identities():
     registry = PersonRegistry(FakeEmbedder(orthogonal_faces(2)))
     run(registry, shown(np.arange(0, 3, 0.1), {"face_1": 0}))

@@ -374,6 +374,18 @@ def test_save_people_writes_the_embeddings_only_where_asked(tmp_path):
         name, dimension = "dlib_resnet_v1", 128
 
     assert PersonRegistry(Embedder()).import_people(data) == 1  # usable in a later session
+    # ... and by fer-analyze: the person keeps the saved id (or name) in the next
+    # session (a fresh run would call them person_1).
+    data["people"][0]["person_id"] = "person_7"
+    saved.write_text(json.dumps(data))
+    again = analyze(footage("single_face.mp4"), "--people", saved,
+                    "--output", tmp_path / "again", "--every", 6, "--no-video")
+    assert list(summary_of(again)["persons"]) == ["person_7"]
+    data["people"][0]["name"] = "child"
+    saved.write_text(json.dumps(data))
+    named = analyze(footage("single_face.mp4"), "--people", saved, "--only", "child",
+                    "--output", tmp_path / "named", "--every", 6, "--no-video")
+    assert list(summary_of(named)["persons"]) == ["child"]
 
 
 # --- recordings and the settling of provisional ids ---------------------------------

@@ -68,9 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         "away, and the outputs are per person.  Face embeddings stay in memory.")
     people.add_argument("--no-reidentify", action="store_true",
                         help="no person ids: per face track only (no dlib needed)")
-    people.add_argument("--people", type=Path, metavar="DIR",
+    people.add_argument("--people", type=Path, metavar="DIR|FILE",
                         help="known people: one sub-folder of photos per name (e.g. child/, "
-                        "therapist/), each photo showing one face; matched people carry the name")
+                        "therapist/), each photo showing one face; matched people carry the "
+                        "name. Or the FILE an earlier run's --save-people wrote: its people "
+                        "keep their names and person_<N> ids (e.g. pre and post sessions)")
     people.add_argument("--only", type=only_argument, metavar="NAME[,NAME]",
                         help="restrict the outputs to these people (names, or ids like person_2)")
     people.add_argument("--anonymize", action="store_true",
