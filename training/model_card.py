@@ -850,14 +850,19 @@ def _twin_lines(models: Dict[str, Any]) -> List[str]:
         twin = m.get("held_out_twin")
         if twin:
             out += [f"The shipped `{m['model']}` (`{m['file']}`) was trained on "
-                    f"{', '.join(m['sidecar'].get('trained_on') or ['?'])}, so its "
+                    f"{_sources(m['sidecar'].get('trained_on'))}, so its "
                     "PublicTest figures would be training figures. Every number and "
                     f"figure measured for `{m['model']}` in this card is of its held-out "
                     f"twin `{twin['file']}` (sha256 {twin['sha256']}; trained on "
-                    f"{', '.join(twin.get('trained_on') or ['?'])}): the same recipe "
-                    "without the PublicTest faces, so it estimates the shipped model "
-                    "from below.", ""]
+                    f"{_sources(twin.get('trained_on'))}): the same recipe without the "
+                    "PublicTest faces, so its figures are expected to be a conservative "
+                    "estimate of the shipped model's.", ""]
     return out
+
+
+def _sources(trained_on: Optional[Sequence[str]]) -> str:
+    """The distinct ``trained_on`` entries of an ensemble's members, in order."""
+    return ", ".join(dict.fromkeys(trained_on or ["an unrecorded split"]))
 
 
 def _views_section(models: Dict[str, Any]) -> List[str]:
