@@ -861,7 +861,7 @@ def _twin_lines(models: Dict[str, Any]) -> List[str]:
 
 
 def _sources(trained_on: Optional[Sequence[str]]) -> str:
-    """The distinct ``trained_on`` entries of an ensemble's members, in order."""
+    """Name the distinct ``trained_on`` entries of an ensemble's members, in order."""
     return ", ".join(dict.fromkeys(trained_on or ["an unrecorded split"]))
 
 
