@@ -108,11 +108,6 @@ FER_NODE_PARAMETERS: List[ParameterSpec] = [
     ParameterSpec("autostart", True,
                   "configure and activate the node at start-up (exit with an error if "
                   "that fails); false leaves it unconfigured for a lifecycle manager"),
-    ParameterSpec("frame_queue_size", 3,
-                  "camera frames waiting for the worker, oldest dropped when full: 1 = only "
-                  "the newest (lowest latency); more absorb short stalls and frames delivered "
-                  "in a burst without dropping them, at up to that many frames of delay",
-                  (1, 30)),
     ParameterSpec("publish_overlay", True,
                   "publish the annotated image on ~/overlay (only while subscribed)",
                   read_only=False),

@@ -16,11 +16,9 @@ With ``autostart`` (the default) the node configures and activates itself
 at start-up and exits with one error line if that fails; with
 ``autostart: false`` it waits for a lifecycle manager.
 
-The subscription callback puts each frame into a short queue
-(``frame_queue_size``, :class:`fer_ros.frame_queue.FrameQueue`); a worker
-thread processes them oldest first.  When the queue is full the oldest
-frame is dropped, so the output is never more than that many frames behind
-the camera (dropped frames are counted in ``/diagnostics``).
+The subscription callback only keeps the newest frame; a worker thread
+processes it, so a slow frame never queues others (latest frame wins;
+dropped frames are counted in ``/diagnostics``).
 """
 
 from __future__ import annotations
@@ -37,7 +35,6 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from fer_ros.frame_queue import FrameQueue
 from fer_ros.frame_statistics import FrameStatistics
 from fer_ros.image_conversion import (ImageConversionError, compressed_msg_to_bgr,
                                       fill_image_msg, image_msg_to_bgr)
@@ -74,8 +71,9 @@ class FerNode(LifecycleNode):
         self.model_name = ""
         self.configure_error = ""
         self.statistics = FrameStatistics()
-        self._frames = FrameQueue(1)
-        self._frames.stop()  # replaced by a running queue at activate
+        self._lock = threading.Condition()
+        self._pending: Optional[Any] = None
+        self._stopping = False
         self._worker: Optional[threading.Thread] = None
         self._subscription: Optional[Any] = None
         self._emotions_pub: Optional[Any] = None
@@ -113,15 +111,15 @@ class FerNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the worker, subscribe to the camera and publish."""
         self.statistics = FrameStatistics()
-        self._frames = FrameQueue(int(self.values["frame_queue_size"]))
+        self._stopping = False
         worker = threading.Thread(target=self._work, name="fer_worker", daemon=True)
         worker.start()
         self._worker = worker  # only a started thread is ever joined
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S,
                                                     self._publish_diagnostics)
-        # Sensor-data QoS (best effort, depth 5): a RELIABLE subscription would
-        # never match best-effort camera drivers.  Created last: the node is
-        # ready when it exists.
+        # Sensor-data QoS (best effort, depth 1): a RELIABLE subscription would
+        # never match best-effort camera drivers, and depth 1 keeps only the
+        # newest frame.  Created last: the node is ready when it exists.
         compressed = self.values["image_transport"] == "compressed"
         self._subscription = self.create_subscription(
             CompressedImage if compressed else Image,
@@ -178,7 +176,10 @@ class FerNode(LifecycleNode):
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
-        self._frames.stop()
+        with self._lock:
+            self._stopping = True
+            self._pending = None
+            self._lock.notify()
         if self._worker is not None:
             self._worker.join(timeout=10.0)
             self._worker = None
@@ -203,14 +204,19 @@ class FerNode(LifecycleNode):
 
     # -- frames -----------------------------------------------------------------
     def _on_image(self, msg: Any) -> None:
-        self.statistics.on_received(replaced_pending=self._frames.put(msg))
+        with self._lock:
+            self.statistics.on_received(replaced_pending=self._pending is not None)
+            self._pending = msg
+            self._lock.notify()
 
     def _work(self) -> None:
-        frames = self._frames
-        while not frames.stopped:
-            msg = frames.get()
-            if msg is None:
-                continue
+        while True:
+            with self._lock:
+                while self._pending is None and not self._stopping:
+                    self._lock.wait(0.5)
+                if self._stopping:
+                    return
+                msg, self._pending = self._pending, None
             try:
                 self.process(msg)
             except ImageConversionError as error:
