@@ -39,6 +39,12 @@ def generate_launch_description():
                               description="also publish a video/image/camera on camera_topic"),
         DeclareLaunchArgument("video", default_value="",
                               description="video_source input: file, /dev/videoN or index"),
+        DeclareLaunchArgument("realtime", default_value="false",
+                              description="start_video_source with a file: publish at the "
+                                          "file's frame rate and let the fer node drop the "
+                                          "frames it cannot keep up with; false: replay in "
+                                          "lockstep with the fer node, every frame processed "
+                                          "(as fer-ros-demo does). Cameras are always live"),
         DeclareLaunchArgument("record", default_value="false",
                               description="record emotions.jsonl and overlay.mp4"),
         DeclareLaunchArgument("output_dir", default_value="fer_recording",
@@ -67,8 +73,12 @@ def generate_launch_description():
         # A string even where YAML reads a number (video:=0, a camera index):
         # launch_ros parses substituted values as YAML.
         # Files start once the fer node (and the recorder, with record:=true)
-        # listen, so a recording holds the video from its first frame.
+        # listen, so a recording holds the video from its first frame, and
+        # (unless realtime:=true) wait for each frame's result before the next.
         parameters=[{"source": ParameterValue(LaunchConfiguration("video"), value_type=str),
+                     "wait_for_results": ParameterValue(PythonExpression(
+                         ["'", LaunchConfiguration("realtime"), "' != 'true'"]),
+                         value_type=bool),
                      "wait_for_subscribers": 1,
                      "wait_for_recorders": ParameterValue(PythonExpression(
                          ["1 if '", LaunchConfiguration("record"), "' == 'true' else 0"]),
