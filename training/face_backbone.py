@@ -22,6 +22,12 @@ values and is the identity there (its 16 slope vectors are unused); the
 network computes ReLU where the training code had PReLU.
 ``depthwise_activation="prelu"`` restores the PReLU with those slopes (the
 network as trained, which the graph cannot confirm).
+
+:func:`graph_features` runs any of the package's face networks (also
+``faceres`` / ``faceres-deep``: HSE's MobileNet-v1 trained on VGGFace2 for
+identity, age and gender, 224x224, raw 0..255 pixels) as its original graph
+and returns frozen face descriptors; ``python -m training.baselines
+face-probe`` scores a linear classifier on them.
 """
 
 from __future__ import annotations
@@ -53,6 +59,17 @@ DEFAULT_CACHE = Path("~/.cache/fer_ros/human-models")
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 1.0 / 128.0
 MOBILEFACENET = "mobilefacenet"
+#: Pixel scalings of 0..255 faces, as (scale, offset): ``x * scale + offset``.
+PIXEL_SCALINGS = {"centered": (PIXEL_SCALE, -PIXEL_MEAN * PIXEL_SCALE), "0-255": (1.0, 0.0),
+                  "unit": (1.0 / 255.0, 0.0)}
+#: The scaling each network of the package was trained with (no graph normalises inside):
+#: MobileFaceNet_TF's ``(x - 127.5) / 128``; HSE FaceRes (a Keras MobileNet whose batch
+#: norms are folded into its convolutions) takes raw 0..255 pixels, and its 1024-d
+#: descriptors of different faces collapse together (mean cosine > 0.9) with [0, 1] or [-1, 1].
+NATIVE_SCALING = {MOBILEFACENET: "centered", "faceres": "0-255", "faceres-deep": "0-255"}
+#: Face descriptor node of each network: FaceRes' global average pool (its graph also
+#: has age and gender heads); others: the output, before its L2 normalisation if any.
+DESCRIPTORS = {"faceres": "global_pooling/Mean", "faceres-deep": "global_pooling/Mean"}
 HEADS = ("auto", "gdc", "gap")
 DEPTHWISE_ACTIVATIONS = ("relu", "prelu")
 
@@ -474,11 +491,20 @@ def convert_graph(graph: GraphModel, inputs: Any, input_node: str, output: str, 
     return converter.convert(inputs, input_node, output), converter.info
 
 
-def graph_io(graph: GraphModel) -> Tuple[str, List[int], str]:
-    """Return the graph's input node, its shape ([-1, H, W, C]) and its output node."""
+def graph_input(graph: GraphModel) -> Tuple[str, List[int]]:
+    """Return the graph's input node and its shape ([-1, H, W, C]); ValueError otherwise."""
     placeholders = [node for node in graph.nodes if node["op"] == "Placeholder"]
     if len(placeholders) != 1:
         raise ValueError(f"{graph.path}: expected one input, found {len(placeholders)}")
+    shape = attr(placeholders[0], "shape", [])
+    if len(shape) != 4:
+        raise ValueError(f"{graph.path}: input {placeholders[0]['name']!r} is not NHWC: {shape}")
+    return placeholders[0]["name"], shape
+
+
+def graph_io(graph: GraphModel) -> Tuple[str, List[int], str]:
+    """Return the graph's input node, its shape ([-1, H, W, C]) and its output node."""
+    input_node, shape = graph_input(graph)
     outputs = graph.metadata.get("userDefinedMetadata", {}).get("signature", {}) \
         .get("outputs", {})
     names = [spec.get("name", key).split(":")[0] for key, spec in outputs.items()]
@@ -488,10 +514,7 @@ def graph_io(graph: GraphModel) -> Tuple[str, List[int], str]:
                  if node["name"] not in consumed and node["op"] != "Const"]
     if len(names) != 1:
         raise ValueError(f"{graph.path}: expected one output, found {names}")
-    shape = attr(placeholders[0], "shape", [])
-    if len(shape) != 4:
-        raise ValueError(f"{graph.path}: input {placeholders[0]['name']!r} is not NHWC: {shape}")
-    return placeholders[0]["name"], shape, names[0]
+    return input_node, shape, names[0]
 
 
 def build_mobilefacenet(input_size: int = 112, weights_dir: Optional[Path | str] = None, *,
@@ -548,15 +571,70 @@ def _l2_input(graph: GraphModel, output: str) -> str:
     return converter.l2[output][0]
 
 
+# --- frozen descriptors ------------------------------------------------------
+
+
+def descriptor_node(graph: GraphModel, name: str) -> str:
+    """Return the node whose value is the network's face descriptor (see :data:`DESCRIPTORS`)."""
+    if name in DESCRIPTORS:
+        return DESCRIPTORS[name]
+    _, _, output = graph_io(graph)
+    try:
+        return _l2_input(graph, output)
+    except ValueError:
+        return output
+
+
+def graph_features(faces: np.ndarray, name: str = "faceres", size: Optional[int] = None,
+                   scaling: Optional[str] = None, weights_dir: Optional[Path | str] = None,
+                   batch: int = 128) -> np.ndarray:
+    """Return the frozen face descriptors of gray 0..255 faces, computed by the original graph.
+
+    The graph runs node by node (:func:`training.tfjs_graph.execute`), so no
+    converter choice enters the features; faces are resized (bilinear) to
+    ``size``, scaled and copied to the graph's channels.
+
+    :param faces: uint8 or float faces ``[N, H, W]`` or ``[N, H, W, 1]``.
+    :param name: a model of the package: "faceres", "faceres-deep", "mobilefacenet".
+    :param size: input side; default the graph's own (224 for FaceRes, 112 for MobileFaceNet).
+    :param scaling: a key of :data:`PIXEL_SCALINGS`; default the network's own
+        (:data:`NATIVE_SCALING`).
+    :param weights_dir: folder with ``<name>.json`` + shards; default: fetched into the cache.
+    :returns: float32 ``[N, D]``.
+    """
+    folder = Path(weights_dir) if weights_dir is not None else fetch_human_models(models=(name,))
+    graph = read_graph_model(folder / f"{name}.json")
+    input_node, shape = graph_input(graph)
+    node = descriptor_node(graph, name)
+    size = int(size or shape[1])
+    scaling = scaling or NATIVE_SCALING.get(name, "centered")
+    faces = np.asarray(faces)
+    chunks = []
+    for start in range(0, len(faces), batch):
+        x = reference_inputs(faces[start:start + batch], size, shape[3], scaling)
+        chunks.append(execute(graph, {input_node: x}, [node])[0].reshape(len(x), -1))
+    if not chunks:
+        raise ValueError("no faces to describe")
+    return np.concatenate(chunks).astype(np.float32)
+
+
 # --- check -------------------------------------------------------------------
 
 
-def reference_inputs(faces: np.ndarray, size: int, channels: int = 3) -> np.ndarray:
-    """Preprocess gray 0..255 faces [N, H, W(, 1)] as the model does, for the raw graph."""
+def reference_inputs(faces: np.ndarray, size: int, channels: int = 3,
+                     scaling: str = "centered") -> np.ndarray:
+    """Preprocess gray 0..255 faces [N, H, W(, 1)] for the raw graph.
+
+    :param scaling: a key of :data:`PIXEL_SCALINGS`; "centered" is what
+        :func:`build_mobilefacenet` does inside its model.
+    """
     import tensorflow as tf
 
+    if scaling not in PIXEL_SCALINGS:
+        raise ValueError(f"pixel scaling {scaling!r} is not one of {sorted(PIXEL_SCALINGS)}")
+    scale, offset = PIXEL_SCALINGS[scaling]
     x = np.asarray(faces, np.float32).reshape(len(faces), faces.shape[1], faces.shape[2], 1)
-    x = (x - PIXEL_MEAN) * PIXEL_SCALE
+    x = x * np.float32(scale) + np.float32(offset)
     if x.shape[1:3] != (size, size):
         x = tf.image.resize(x, (size, size), method="bilinear").numpy()
     return np.repeat(x, channels, axis=3).astype(np.float32)
