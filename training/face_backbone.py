@@ -612,14 +612,17 @@ def graph_features(faces: np.ndarray, name: str = "faceres", size: Optional[int]
     size = int(size or shape[1])
     scaling = scaling or NATIVE_SCALING.get(name, "centered")
     faces = np.asarray(faces)
-    chunks = []
+    if not len(faces):
+        raise ValueError("no faces to describe")
+    result = None
     for start in range(0, len(faces), batch):
         x = reference_inputs(faces[start:start + batch], size, shape[3], scaling)
         value = execute(graph, {input_node: x}, [node])[0]
-        chunks.append((value if output else value.reshape(len(x), -1)).astype(dtype))
-    if not chunks:
-        raise ValueError("no faces to describe")
-    return np.concatenate(chunks)
+        value = value if output else value.reshape(len(x), -1)
+        if result is None:          # filled in place: large maps are not held twice
+            result = np.empty((len(faces), *value.shape[1:]), dtype)
+        result[start:start + len(x)] = value
+    return result
 
 
 def mobilenet_block_output(block: int) -> str:
