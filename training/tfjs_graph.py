@@ -286,7 +286,9 @@ def execute(graph: GraphModel, feeds: Mapping[str, np.ndarray],
 
     Each node is computed as its GraphDef op defines it (fused convolutions as
     convolution, then BiasAdd, then the fused activation, as TensorFlow and
-    TF.js do).  This is a reference for checking rebuilt models, not fast.
+    TF.js do).  This is a reference for checking rebuilt models, not fast;
+    each intermediate value is released after the last node that reads it, so
+    memory stays near the largest few maps of one batch.
 
     :param feeds: values for the Placeholder nodes, by node name.
     :raises ValueError: a Placeholder is not fed, a Const has no weight, or an
@@ -305,10 +307,17 @@ def execute(graph: GraphModel, feeds: Mapping[str, np.ndarray],
              "Rsqrt": lambda x: tf.raw_ops.Rsqrt(x=x), "Sqrt": lambda x: tf.raw_ops.Sqrt(x=x),
              "Neg": lambda x: tf.raw_ops.Neg(x=x),
              "Identity": lambda x: tf.raw_ops.Identity(input=x)}
-    for name in topological_order(graph.nodes, outputs):
+    order = topological_order(graph.nodes, outputs)
+    last_reader = {parent: step for step, name in enumerate(order)
+                   for parent in input_names(by_name[name])}
+    kept = set(outputs)
+    for step, name in enumerate(order):
         node = by_name[name]
         op = node["op"]
         args = [values[parent] for parent in input_names(node)]
+        for parent in set(input_names(node)):      # a value no later node reads is released
+            if last_reader[parent] == step and parent not in kept:
+                del values[parent]
         if op == "Placeholder":
             if name not in feeds:
                 raise ValueError(f"{graph.path}: Placeholder {name!r} is not fed")
