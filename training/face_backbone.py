@@ -657,7 +657,7 @@ def _mobilenet_blocks(graph: GraphModel, x: Any, first_block: int) -> Any:
 
 def _pointwise(weights: Dict[str, np.ndarray], scope: str, x: Any, stride: int = 1,
                padding: str = "valid") -> Any:
-    """A folded convolution ``scope`` (kernel ``merged_input``, bias ``_bn/.../sub``) + ReLU6."""
+    """Apply the folded convolution ``scope`` (``merged_input`` kernel, ``sub`` bias), ReLU6."""
     import keras
 
     kernel = weights[f"{scope}/convolution/merged_input"]
