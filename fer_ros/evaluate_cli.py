@@ -11,7 +11,10 @@ left out and counted).  The accuracy comes with its 95% confidence
 interval; ``--compare-with`` scores a second model on the same faces and
 tells whether the difference between the two is more than chance;
 ``--average-with`` scores the mean of several models' probabilities (what an
-ensemble of them would score) before anyone exports it.
+ensemble of them would score) before anyone exports it; with
+``--fusion-gain`` it also says what fusing them into ``--model`` with a
+weight of their own gains on faces the weight was not chosen on (a weaker
+model may help at a small weight and hurt at an equal one).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
              collapse_to_three: bool = False,
              tta_zooms: Optional[Sequence[float]] = None,
              compare_with: Optional[str] = None,
-             average_with: Sequence[str] = ()) -> int:
+             average_with: Sequence[str] = (), fusion: bool = False) -> int:
     """Evaluate and report; return the exit code.
 
     :param compare_with: a second model scored on the same faces (with its
@@ -38,11 +41,16 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
     :param average_with: models whose probabilities are averaged with
         ``model``'s, each model weighing the same (an ensemble file counts
         as one model); they take the same test-time view overrides.
+    :param fusion: with ``average_with``, also report the cross-fitted gain
+        of fusing their mean into ``model`` with a weight chosen on half of
+        the faces and scored on the other half (see ``fusion_gain``).
     """
     from fer_ros.classification import EmotionClassifier
     from fer_ros.datasets import load_any
     from fer_ros.evaluation import (classification_metrics, paired_comparison,
                                     plot_confusion, report_line, write_metrics)
+    if fusion and not average_with:
+        raise ValueError("--fusion-gain needs --average-with: the models to fuse in")
     from fer_ros.labels import THREE_CLASS_LABELS, relabel
 
     classifier = EmotionClassifier.load(model, tta_flip=tta_flip, tta_zooms=tta_zooms)
@@ -68,7 +76,8 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
     if split and trained:
         print(f"note: {', '.join(trained)} trained on the {split} faces of {data.name}: "
               "these are training figures, not held-out ones")
-    predicted = predicted_classes(members, images, labels, batch_size)
+    member_probabilities = [probabilities(m, images, labels, batch_size) for m in members]
+    predicted = np.mean(member_probabilities, axis=0).argmax(axis=1)
     metrics = classification_metrics(y, predicted, labels)
     name = " + ".join(Path(m.source).name for m in members)
     metrics.update({"model": classifier.source, "data": str(data), "split": split,
@@ -83,6 +92,8 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
     for label, values in metrics["per_class"].items():
         print(f"  {label:>9s}: precision {values['precision']:.3f} recall "
               f"{values['recall']:.3f} F1 {values['f1']:.3f} (n={values['support']})")
+    if fusion:
+        metrics["fusion"] = fusion_report(member_probabilities, y)
     if other is not None:
         other_predicted = predicted_classes([other], images, labels, batch_size)
         comparison = paired_comparison(predicted == y, other_predicted == y)
@@ -123,6 +134,23 @@ def probabilities(classifier, images: np.ndarray, labels: Sequence[str],
                              f"cannot be scored as {list(labels)}")
         probs = collapse_probabilities(probs, classifier.labels)
     return probs
+
+
+def fusion_report(member_probabilities: Sequence[np.ndarray], y: np.ndarray) -> Dict[str, Any]:
+    """Print and return the cross-fitted gain of fusing members 2.. into member 1.
+
+    The added members' probabilities are averaged first; their weight in
+    the log-linear fusion runs from 0 to 1 (see ``fusion_gain``).
+    """
+    from fer_ros.evaluation import fusion_gain
+
+    base, added = member_probabilities[0], np.mean(member_probabilities[1:], axis=0)
+    result = fusion_gain(base, added, y, max_weight=1.0)
+    alone = (base.argmax(axis=1) == y).mean()
+    print(f"fused into --model ({100 * alone:.2f}% alone) with a weight chosen on half the "
+          f"faces: gain on the other half {100 * result['median_gain']:+.2f} points (median of "
+          f"{2 * 20} halves; weights chosen {result['chosen_weights']})")
+    return result
 
 
 def comparison_line(other: str, comparison: Dict[str, Any]) -> str:
@@ -170,6 +198,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="score the mean of --model's and these models' probabilities "
                              "(each model weighs the same; test-time view options apply "
                              "to all)")
+    parser.add_argument("--fusion-gain", action="store_true",
+                        help="with --average-with: also the accuracy gain of fusing those "
+                             "models into --model with a weight chosen on half of the faces "
+                             "and measured on the other half")
     args = parser.parse_args(argv)
     from fer_ros.model_files import ModelLoadError
     from fer_ros.datasets import DatasetError
@@ -177,7 +209,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return evaluate(args.model, args.data, args.split, args.output, args.tta_flip,
                         collapse_to_three=args.collapse_to_3class, tta_zooms=args.tta_zooms,
-                        compare_with=args.compare_with, average_with=args.average_with)
+                        compare_with=args.compare_with, average_with=args.average_with,
+                        fusion=args.fusion_gain)
     except (ModelLoadError, DatasetError, ValueError, OSError) as error:
         print(f"fer-evaluate: error: {error}", file=sys.stderr)
         return 1

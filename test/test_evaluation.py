@@ -195,3 +195,52 @@ def test_evaluate_cli_says_when_the_model_was_trained_on_the_faces(tiny_model_pa
         assert ("these are training figures" in out) == bool(trained)
         metrics = json.loads((tmp_path / split / "metrics.json").read_text())
         assert metrics["trained_on_these_faces"] == trained
+
+
+def _noisy_probabilities(y: np.ndarray, right: float, seed: int) -> np.ndarray:
+    """Probabilities whose argmax is ``y`` on about ``right`` of the rows, else random."""
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(3), len(y))
+    sure = rng.random(len(y)) < right
+    probs[sure] = 0.05
+    probs[sure, y[sure]] = 0.9
+    return probs
+
+
+def test_fusion_gain_is_scored_on_faces_the_weight_was_not_chosen_on():
+    from fer_ros.evaluation import fusion_gain
+
+    y = np.random.default_rng(0).integers(0, 3, 600)
+    base = _noisy_probabilities(y, 0.5, seed=1)
+    informative = fusion_gain(base, _noisy_probabilities(y, 0.8, seed=2), y, max_weight=1.0)
+    assert informative["median_gain"] > 0.1
+    assert max(informative["chosen_weights"]) > 0.5
+    # A model that knows nothing (the same probabilities for every face)
+    # changes no decision at any weight: no gain, and none made up.
+    uniform = fusion_gain(base, np.full_like(base, 1 / 3), y)
+    assert uniform["median_gain"] == 0.0 and uniform["mean_gain"] == 0.0
+    assert set(uniform["accuracy_by_weight_all_faces"]) == {
+        str(w) for w in np.round(np.arange(0, 0.51, 0.05), 2)}
+    with pytest.raises(ValueError, match="do not match"):
+        fusion_gain(base, base[:, :2], y)
+    with pytest.raises(ValueError, match="max_weight"):
+        fusion_gain(base, base, y, max_weight=0.0)
+
+
+def test_evaluate_cli_reports_the_fusion_gain_of_averaged_models(tiny_model_paths, tmp_path,
+                                                                 capsys):
+    import json
+
+    from fer_ros.evaluate_cli import main
+
+    data = _labelled_folder(tmp_path / "faces")
+    model = str(tiny_model_paths["tflite"])
+    assert main(["--model", model, "--average-with", str(tiny_model_paths["keras"]),
+                 "--fusion-gain", "--data", str(data), "--output", str(tmp_path / "f")]) == 0
+    assert "gain on the other half +0.00 points" in capsys.readouterr().out
+    fusion = json.loads((tmp_path / "f" / "metrics.json").read_text())["fusion"]
+    assert fusion["median_gain"] == 0.0
+    # without models to fuse in, one clear line and a non-zero exit
+    assert main(["--model", model, "--fusion-gain", "--data", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--fusion-gain needs --average-with" in err

@@ -276,6 +276,7 @@ def _fusion_report(args, probabilities: np.ndarray, x_val: np.ndarray, y_val: np
     if not args.fuse_with:
         return {}
     from fer_ros.classification import EmotionClassifier
+    from fer_ros.evaluation import fusion_gain
 
     model = EmotionClassifier.load(args.fuse_with)
     if tuple(model.labels) != tuple(labels):
@@ -288,39 +289,6 @@ def _fusion_report(args, probabilities: np.ndarray, x_val: np.ndarray, y_val: np
           f"{fusion['median_gain']:+.4f}, mean {fusion['mean_gain']:+.4f} "
           f"(20 halvings of {args.val_split})", flush=True)
     return {"fused_with": {"model": args.fuse_with, "accuracy_alone": alone, **fusion}}
-
-
-def fusion_gain(base: np.ndarray, added: np.ndarray, y: np.ndarray, splits: int = 20,
-                seed: int = 0) -> Dict:
-    """Cross-fitted gain of ``(1 - w) log base + w log added`` over ``base`` alone.
-
-    For each of ``splits`` random halvings of the faces, ``w`` (0 to 0.5 in
-    steps of 0.05) is chosen on one half and scored on the other, and the other
-    way round; returns the median and mean gain in accuracy, the chosen
-    weights, and the accuracy at each weight on all the faces (optimistic).
-    """
-    weights = np.round(np.linspace(0.0, 0.5, 11), 2)
-    log_base, log_added = np.log(base + 1e-7), np.log(added + 1e-7)
-
-    def correct(index: np.ndarray, w: float) -> np.ndarray:
-        fused = (1.0 - w) * log_base[index] + w * log_added[index]
-        return fused.argmax(axis=1) == y[index]
-
-    rng = np.random.default_rng(seed)
-    gains, chosen = [], []
-    for _ in range(splits):
-        order = rng.permutation(len(y))
-        halves = (order[: len(y) // 2], order[len(y) // 2:])
-        for fit, test in (halves, halves[::-1]):
-            w = weights[int(np.argmax([correct(fit, w).mean() for w in weights]))]
-            chosen.append(float(w))
-            gains.append(float(correct(test, w).mean() - correct(test, 0.0).mean()))
-    everything = np.arange(len(y))
-    return {"median_gain": round(float(np.median(gains)), 4),
-            "mean_gain": round(float(np.mean(gains)), 4),
-            "chosen_weights": sorted(set(chosen)),
-            "accuracy_by_weight_all_faces": {str(w): round(float(correct(everything, w).mean()), 4)
-                                             for w in weights}}
 
 
 def face_probe(args) -> int:
