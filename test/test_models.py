@@ -104,6 +104,12 @@ def test_multitask_smoke_run_reevaluate_and_export(tmp_path):
     evaluate_only(dataclasses.replace(config, tta_zooms=[1.0, 1.1]))
     metrics = json.loads((run / "3class" / "metrics.json").read_text())
     assert metrics["tta_zooms"] == [1.0, 1.1] and metrics["tta_flip"] is True
+    # Each head's best.keras carries a sidecar: loaded as it is, the run's
+    # model has its labels and views and knows the faces it was trained on.
+    head = EmotionClassifier.load(run / "3class" / "best.keras")
+    assert head.labels == ("negative", "neutral", "positive")
+    assert head.info.tta.flip is True and head.info.tta.zooms == (1.0, 1.1)
+    assert head.info.trained_on(data, "Training") and not head.info.trained_on(data, "PublicTest")
 
     exported = export_runs([run / "3class"], "tiny_3class", out_dir=tmp_path / "weights")
     classifier = EmotionClassifier.load(exported)
@@ -274,6 +280,8 @@ def test_weighted_ensemble_and_members_rebuilt_from_the_exported_file(tmp_path):
     rebuilt = write_member_runs(exported, tmp_path / "rebuilt", stage_filters=(8, 32),
                                 convs_per_stage=1, val_data=str(data))
     assert [r.name for r in rebuilt] == ["member_0", "member_1"]
+    member = EmotionClassifier.load(rebuilt[0] / "best.keras")
+    assert member.info.tta == views and member.info.extra["trained_on"] == sidecar["trained_on"]
     for run, original in zip(rebuilt, originals):
         again = keras.models.load_model(run / "best.keras").predict(
             faces[..., None].astype(np.float32), verbose=0)

@@ -18,8 +18,8 @@ stages and loads the exported weights into it: each 3x3 convolution gets
 the stored kernel (int8 weights dequantised with their per-channel scales)
 and its batch norm becomes the stored bias (the converter folded the batch
 norm into kernel and bias).  Each member is written as a run folder
-(``best.keras`` + ``config.yaml`` with the labels and test-time views of the
-sidecar) that :mod:`training.export` takes as it is; the rebuilt ensemble is
+(``best.keras``, and ``best.json`` + ``config.yaml`` with the labels and
+test-time views of the sidecar) that :mod:`training.export` takes as it is; the rebuilt ensemble is
 checked against the LiteRT file on ``--check-faces`` validation faces.
 """
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import sys
 from pathlib import Path
@@ -39,6 +40,8 @@ import yaml
 MEMBER = re.compile(r"member_(\d+)")
 #: Name part of a convolution's kernel tensor: the layer name before ``_conv``.
 CONV = re.compile(r"/(stage\d+_\d+|class_conv\w*?)(?:_conv)?_\d+/convolution")
+#: Test-time view settings a member shares with its ensemble's sidecar.
+TTA_KEYS = ("tta_flip", "tta_zooms", "tta_shifts")
 #: Largest accepted difference from a file of unknown weight format.
 REBUILD_TOLERANCE = 1e-4
 
@@ -181,6 +184,11 @@ def write_member_runs(path: Path, out: Path, stage_filters: Optional[Sequence[in
                   "tta_shifts": sidecar.get("tta_shifts", [[0, 0]]),
                   "rebuilt_from": str(path), "rebuilt_from_runs": origins[index]}
         (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        # the sidecar EmotionClassifier reads for a .keras file (as training writes)
+        member_sidecar = {"labels": labels, **{k: config[k] for k in TTA_KEYS},
+                          "trained_on": sidecar.get("trained_on", []),
+                          "rebuilt_from": str(path)}
+        (run / "best.json").write_text(json.dumps(member_sidecar, indent=2) + "\n")
         runs.append(run)
     return runs
 

@@ -195,6 +195,7 @@ def evaluate_model(model, run_dir: Path, config: TrainConfig, x_val: np.ndarray,
         "size_bytes": (run_dir / "best.keras").stat().st_size,
         "seed": config.seed, "git_revision": git_revision(), **facts})
     write_metrics(run_dir / "metrics.json", metrics)
+    write_keras_sidecar(run_dir / "best.keras", config, labels)
     title = f"{model.name} on {config.val_split}: acc {metrics['accuracy']:.3f}"
     plot_confusion(metrics["confusion_matrix"], labels, run_dir / "confusion.png", title)
     print(json.dumps({k: metrics[k] for k in ("label_set", "accuracy",
@@ -264,6 +265,22 @@ def three_class_targets(y7: np.ndarray) -> np.ndarray:
     from fer_ros.labels import FER2013_LABELS, THREE_CLASS_LABELS, relabel
 
     return relabel(np.array(FER2013_LABELS)[y7], THREE_CLASS_LABELS)
+
+
+def write_keras_sidecar(model_path: Path, config: TrainConfig, labels) -> Path:
+    """Write ``best.json`` beside a run's ``best.keras``: what the run knows about it.
+
+    The same sidecar an exported model carries (labels, test-time views,
+    the data it was trained on), so that ``EmotionClassifier.load`` and
+    ``fer-evaluate`` score a run's model with its own views and say when
+    it is asked about faces it was trained on.
+    """
+    sidecar = model_path.with_suffix(".json")
+    content = {"labels": list(labels), **tta_views(config).to_sidecar(),
+               "trained_on": [f"{'+'.join(config.train_data)}:{config.train_split}"],
+               "training_run": config.name}
+    sidecar.write_text(json.dumps(content, indent=2) + "\n")
+    return sidecar
 
 
 def evaluate_heads(config: TrainConfig, run_dir: Path, x_val: np.ndarray, y7_val: np.ndarray,
