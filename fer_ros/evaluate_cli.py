@@ -49,9 +49,10 @@ def evaluate(model: str, data: Path, split: str, output: Optional[Path],
     from fer_ros.datasets import load_any
     from fer_ros.evaluation import (classification_metrics, paired_comparison,
                                     plot_confusion, report_line, write_metrics)
+    from fer_ros.labels import THREE_CLASS_LABELS, relabel
+
     if fusion and not average_with:
         raise ValueError("--fusion-gain needs --average-with: the models to fuse in")
-    from fer_ros.labels import THREE_CLASS_LABELS, relabel
 
     classifier = EmotionClassifier.load(model, tta_flip=tta_flip, tta_zooms=tta_zooms)
     members = [classifier] + [EmotionClassifier.load(m, tta_flip=tta_flip, tta_zooms=tta_zooms)

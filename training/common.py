@@ -92,6 +92,10 @@ class TrainConfig:
                 and (not self.train_split
                      or self.val_split in split_names(self.train_split)))
 
+    def trained_on(self) -> str:
+        """Return the sidecar's ``trained_on`` entry: ``DATA[+DATA...]:SPLIT`` (see ModelInfo)."""
+        return f"{'+'.join(self.train_data)}:{self.train_split}"
+
     @classmethod
     def from_yaml(cls, path: Path, overrides: Optional[Dict[str, Any]] = None
                   ) -> "TrainConfig":

@@ -260,7 +260,7 @@ def training_provenance(configs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     members = [TrainConfig(**{"name": "member", **{k: v for k, v in c.items() if k in known}})
                for c in configs]
     return {
-        "trained_on": [f"{'+'.join(m.train_data)}:{m.train_split}" for m in members],
+        "trained_on": [m.trained_on() for m in members],
         "checkpoint": [m.checkpoint for m in members],
         "validation_in_training": any(m.validation_in_training() for m in members),
         # Members rebuilt from an exported file (training.tflite_members) name

@@ -19,8 +19,9 @@ the stored kernel (int8 weights dequantised with their per-channel scales)
 and its batch norm becomes the stored bias (the converter folded the batch
 norm into kernel and bias).  Each member is written as a run folder
 (``best.keras``, and ``best.json`` + ``config.yaml`` with the labels and
-test-time views of the sidecar) that :mod:`training.export` takes as it is; the rebuilt ensemble is
-checked against the LiteRT file on ``--check-faces`` validation faces.
+test-time views of the sidecar) that :mod:`training.export` takes as it
+is; the rebuilt ensemble is checked against the LiteRT file on
+``--check-faces`` validation faces.
 """
 
 from __future__ import annotations

@@ -277,7 +277,7 @@ def write_keras_sidecar(model_path: Path, config: TrainConfig, labels) -> Path:
     """
     sidecar = model_path.with_suffix(".json")
     content = {"labels": list(labels), **tta_views(config).to_sidecar(),
-               "trained_on": [f"{'+'.join(config.train_data)}:{config.train_split}"],
+               "trained_on": [config.trained_on()],
                "training_run": config.name}
     sidecar.write_text(json.dumps(content, indent=2) + "\n")
     return sidecar
