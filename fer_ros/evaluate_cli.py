@@ -150,7 +150,7 @@ def fusion_report(member_probabilities: Sequence[np.ndarray], y: np.ndarray) -> 
     alone = (base.argmax(axis=1) == y).mean()
     print(f"fused into --model ({100 * alone:.2f}% alone) with a weight chosen on half the "
           f"faces: gain on the other half {100 * result['median_gain']:+.2f} points (median of "
-          f"{2 * 20} halves; weights chosen {result['chosen_weights']})")
+          f"{result['halves']} halves; weights chosen {result['chosen_weights']})")
     return result
 
 

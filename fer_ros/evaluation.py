@@ -117,9 +117,9 @@ def fusion_gain(base: np.ndarray, added: np.ndarray, y: np.ndarray, splits: int 
     For each of ``splits`` random halvings of the faces, ``w`` (0 to
     ``max_weight`` in steps of 0.05) is chosen on one half and scored on the
     other, and the other way round: the weight is never scored on the faces
-    it was chosen on.  Returns the median and mean gain in accuracy, the
-    chosen weights, and the accuracy at each weight on all the faces
-    (optimistic).
+    it was chosen on.  Returns the number of halves scored, the median and
+    mean gain in accuracy, the chosen weights, and the accuracy at each
+    weight on all the faces (optimistic).
 
     :param base: probabilities ``[N, C]`` of the model that is kept.
     :param added: probabilities ``[N, C]`` of the model fused into it.
@@ -147,7 +147,7 @@ def fusion_gain(base: np.ndarray, added: np.ndarray, y: np.ndarray, splits: int 
             chosen.append(float(w))
             gains.append(float(correct(test, w).mean() - correct(test, 0.0).mean()))
     everything = np.arange(len(y))
-    return {"median_gain": round(float(np.median(gains)), 4),
+    return {"halves": len(gains), "median_gain": round(float(np.median(gains)), 4),
             "mean_gain": round(float(np.mean(gains)), 4),
             "chosen_weights": sorted(set(chosen)),
             "accuracy_by_weight_all_faces": {str(w): round(float(correct(everything, w).mean()), 4)
