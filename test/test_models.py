@@ -337,3 +337,61 @@ def test_members_of_different_widths_and_crops_are_rebuilt_from_their_kernels(tm
     assert check_rebuild(exported, rebuilt, faces)[0] < 1e-4
     assert EmotionClassifier.load(rebuilt[1] / "best.keras").labels == \
         ("negative", "neutral", "positive")
+
+
+def test_mixed_precision_run_saves_float32_models_that_export(tmp_path):
+    import json
+
+    from fer_ros.classification import EmotionClassifier
+    from training.common import TrainConfig
+    from training.export import export_runs
+    from training.train_static import train, train_multitask
+
+    data = _random_fer(tmp_path / "fer.npz", np.random.default_rng(2), Training=48,
+                       PublicTest=16)
+    common = dict(train_data=[str(data)], val_data=str(data), model={"stage_filters": [4, 8]},
+                  epochs=1, batch_size=32, output_root=str(tmp_path / "runs"),
+                  precision="mixed_bfloat16")
+    runs = [train_multitask(TrainConfig(name="mt_bf16", multitask=True, **common)) / "3class",
+            train(TrainConfig(name="bf16", label_set="3class", **common))]
+    # The run trained in bfloat16 (its multi-task checkpoint says so) ...
+    trained = keras.models.load_model(runs[0].parent / "3class" / "best_multitask.keras")
+    assert trained.get_layer("stage1_1_conv").dtype_policy.name == "mixed_bfloat16"
+    # ... but the policy does not leak into what is built afterwards ...
+    assert keras.mixed_precision.global_policy().name == "float32"
+    for run in runs:
+        # ... and every kept model is float32, scored and exported as usual.
+        best = keras.models.load_model(run / "best.keras")
+        assert {layer.dtype_policy.name for layer in best.layers} == {"float32"}, run
+        assert json.loads((run / "metrics.json").read_text())["samples"] == 14
+        exported = export_runs([run], f"{run.parent.name}_{run.name}",
+                               out_dir=tmp_path / "weights", weights="float32")
+        faces = np.random.default_rng(3).integers(0, 256, (2, 48, 48)).astype(np.uint8)
+        probs = EmotionClassifier.load(exported).predict_proba(faces)
+        assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+
+
+def test_float32_copy_computes_what_the_mixed_model_computes():
+    from training.common import training_precision
+    from training.models import build_multitask, float32_copy, split_head
+
+    with training_precision("mixed_bfloat16"):
+        mixed = split_head(build_multitask("vgg", stage_filters=[4, 8]), "7class")
+    copy = float32_copy(mixed)
+    assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
+    assert copy.name == mixed.name and copy.count_params() == mixed.count_params()
+    faces = np.random.default_rng(4).integers(0, 256, (4, 48, 48, 1)).astype(np.float32)
+    # bfloat16 keeps about 3 significant digits
+    np.testing.assert_allclose(np.asarray(copy(faces)), np.asarray(mixed(faces), np.float32),
+                               atol=2e-2)
+
+
+def test_unknown_precision_is_rejected_before_any_data_is_read():
+    from training.common import TrainConfig, training_precision
+
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(name="x", precision="float16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        with training_precision("int8"):
+            pass
+    assert keras.mixed_precision.global_policy().name == "float32"

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import yaml
@@ -28,6 +29,11 @@ OPTIMIZERS = ("adam", "sgd")
 #: the last epoch (for runs whose schedule was fixed beforehand, e.g. trained
 #: on Training + PublicTest).
 CHECKPOINTS = ("best", "last")
+#: Precisions a run can train in (Keras dtype policies).  Weights stay
+#: float32 either way; ``mixed_bfloat16`` computes in bfloat16, which CPUs
+#: with AMX or AVX512-BF16 and recent GPUs run faster.  Saved models are
+#: float32 whatever the run trained in (:func:`training.models.float32_copy`).
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 @dataclass
@@ -69,6 +75,7 @@ class TrainConfig:
     teachers: List[str] = field(default_factory=list)  # runs to distil from (an ensemble)
     distillation_weight: float = 0.5     # share of the teachers' probabilities in targets
     checkpoint: str = "best"             # "best" on validation, or "last" (fixed schedule)
+    precision: str = "float32"           # or "mixed_bfloat16" (see PRECISIONS)
 
     def __post_init__(self) -> None:
         """Reject settings that would only fail after data loading."""
@@ -78,6 +85,8 @@ class TrainConfig:
         if self.mixup_alpha < 0:
             raise ValueError(f"mixup_alpha must be >= 0, not {self.mixup_alpha}")
         tta_views(self)  # checks the test-time views
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if self.checkpoint not in CHECKPOINTS:
             raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, not {self.checkpoint!r}")
         if self.validation_in_training() and self.checkpoint == "best":
@@ -247,6 +256,25 @@ def start_run(config: TrainConfig) -> Path:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     keras.utils.set_random_seed(config.seed)
     return run_dir
+
+
+@contextmanager
+def training_precision(precision: str) -> Iterator[None]:
+    """Build and train models inside this block in ``precision`` (see :data:`PRECISIONS`).
+
+    Sets Keras' global dtype policy and restores the previous one on leaving,
+    so that models built afterwards (evaluation, export) are float32 again.
+    """
+    import keras
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def learning_rate_schedule(config: TrainConfig, train_samples: int):

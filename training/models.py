@@ -14,7 +14,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Sequence
 
 import keras
 from keras import layers, regularizers
@@ -332,6 +332,31 @@ def split_head(model: keras.Model, head: str) -> keras.Model:
     output = model.get_layer(HEAD_OUTPUTS[head]).output
     probabilities = layers.Identity(name=f"probabilities_{head}")(output)
     return keras.Model(model.inputs, probabilities, name=f"{model.name}_{head}")
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """Return a float32 copy of ``model``, which may have been built in mixed precision.
+
+    Every layer's dtype policy becomes float32 and the weights (float32 in
+    any policy) are copied, so a model trained with ``precision:
+    mixed_bfloat16`` is saved, evaluated and exported like any other.
+    A float32 model gives an equal copy.
+    """
+    config = _float32_policies(model.get_config())
+    copy = model.__class__.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _float32_policies(config: Any) -> Any:
+    """Replace every serialised dtype policy in a Keras config by ``"float32"``."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            return "float32"
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
 
 
 def build_cnn_lstm(feature_size: int, num_classes: int, sequence_length: int = 40,

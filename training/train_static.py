@@ -26,7 +26,7 @@ from training.augmentation import AugmentationConfig, build_augmenter, mix_batch
 from training.common import (FinishedRunError, TrainConfig, build_optimizer,
                              load_train_and_validation, parse_overrides,
                              predict_probabilities, schedule_callbacks, start_run,
-                             tta_views, write_model_summary)
+                             training_precision, tta_views, write_model_summary)
 from training.distillation import blend_targets, cached_teacher_targets
 
 #: Training targets: one array [N, classes], or one per output of a multi-task model.
@@ -132,7 +132,7 @@ def train(config: TrainConfig) -> Path:
     from fer_ros.datasets import class_weights
     from fer_ros.evaluation import plot_curves, read_history_csv
     from fer_ros.labels import label_set as labels_for
-    from training.models import build_model
+    from training.models import build_model, float32_copy
 
     labels = labels_for(config.label_set)
     x_train, y_train, x_val, y_val, facts = load_train_and_validation(config, config.label_set)
@@ -153,12 +153,16 @@ def train(config: TrainConfig) -> Path:
                             config.augmentation, config.seed, config.mixup_alpha)
     val_ds = make_dataset(x_val, np.eye(len(labels), dtype=np.float32)[y_val], None, 512)
 
-    model = build_model(config.architecture, len(labels), **config.model)
-    facts["train_seconds_this_session"] = fit(
-        config, run_dir, model, train_ds, val_ds, len(x_train),
-        {run_dir / "best.keras": "val_accuracy"}, early_stopping=True,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"])
+    with training_precision(config.precision):
+        model = build_model(config.architecture, len(labels), **config.model)
+        facts["train_seconds_this_session"] = fit(
+            config, run_dir, model, train_ds, val_ds, len(x_train),
+            {run_dir / "best.keras": "val_accuracy"}, early_stopping=True,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            metrics=["accuracy"])
+    if config.precision != "float32":
+        # The checkpoint was saved in the training precision; keep a float32 model.
+        float32_copy(keras.models.load_model(run_dir / "best.keras")).save(run_dir / "best.keras")
     best = evaluate_run(config, run_dir, x_val, y_val, facts)
     plot_curves(read_history_csv(run_dir / "training_log.csv"), run_dir / "curves.png",
                 best.name)
@@ -241,19 +245,20 @@ def train_multitask(config: TrainConfig) -> Path:
     train_ds = make_dataset(x_train, *targets(y7_train, y3_train, soft), config.batch_size,
                             config.augmentation, config.seed, config.mixup_alpha)
     val_ds = make_dataset(x_val, *targets(y7_val, y3_val), 512)
-    model = build_multitask(config.architecture, **config.model)
-    if config.init_weights:
-        # Warm restart: a new learning-rate cycle from a trained model.
-        model.set_weights(keras.models.load_model(config.init_weights).get_weights())
-        print(f"initialised from {config.init_weights}", flush=True)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
-    facts["train_seconds_this_session"] = fit(
-        config, run_dir, model, train_ds, val_ds, len(x_train),
-        {run_dir / head / "best_multitask.keras": f"val_{output}_accuracy"
-         for head, output in HEAD_OUTPUTS.items()},
-        loss={name: loss for name in HEAD_OUTPUTS.values()},
-        # weighted: surprise has weight 0 for the 3-class head
-        weighted_metrics={name: ["accuracy"] for name in HEAD_OUTPUTS.values()})
+    with training_precision(config.precision):
+        model = build_multitask(config.architecture, **config.model)
+        if config.init_weights:
+            # Warm restart: a new learning-rate cycle from a trained model.
+            model.set_weights(keras.models.load_model(config.init_weights).get_weights())
+            print(f"initialised from {config.init_weights}", flush=True)
+        facts["train_seconds_this_session"] = fit(
+            config, run_dir, model, train_ds, val_ds, len(x_train),
+            {run_dir / head / "best_multitask.keras": f"val_{output}_accuracy"
+             for head, output in HEAD_OUTPUTS.items()},
+            loss={name: loss for name in HEAD_OUTPUTS.values()},
+            # weighted: surprise has weight 0 for the 3-class head
+            weighted_metrics={name: ["accuracy"] for name in HEAD_OUTPUTS.values()})
     plot_curves(read_history_csv(run_dir / "training_log.csv"), run_dir / "curves.png",
                 model.name)
     evaluate_heads(config, run_dir, x_val, y7_val, y3_val, facts)
@@ -289,14 +294,14 @@ def evaluate_heads(config: TrainConfig, run_dir: Path, x_val: np.ndarray, y7_val
     import keras
 
     from fer_ros.labels import FER2013_LABELS, THREE_CLASS_LABELS
-    from training.models import split_head
+    from training.models import float32_copy, split_head
 
     facts = dict(facts, multitask_run=config.name)
     for head, labels, y_val in (("7class", FER2013_LABELS, y7_val),
                                 ("3class", THREE_CLASS_LABELS, y3_val)):
         head_dir = run_dir / head
         trained = keras.models.load_model(head_dir / "best_multitask.keras")
-        single = split_head(trained, head)
+        single = float32_copy(split_head(trained, head))  # whatever it trained in
         single.save(head_dir / "best.keras")
         head_config = dataclasses.replace(config, label_set=head, multitask=False)
         (head_dir / "config.yaml").write_text(
