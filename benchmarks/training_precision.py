@@ -122,7 +122,8 @@ def table(results: Dict[str, Dict[str, float]], steps: int, rounds: int) -> str:
 def main() -> int:
     """Measure every config given and print (and optionally record) the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("configs", nargs="*", type=Path, default=[Path(c) for c in DEFAULT_CONFIGS])
+    parser.add_argument("configs", nargs="*", type=Path,
+                        default=[Path(c) for c in DEFAULT_CONFIGS])
     parser.add_argument("--steps", type=int, default=6, help="steps per round and precision")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--update-readme", action="store_true",
