@@ -85,8 +85,7 @@ class TrainConfig:
         if self.mixup_alpha < 0:
             raise ValueError(f"mixup_alpha must be >= 0, not {self.mixup_alpha}")
         tta_views(self)  # checks the test-time views
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        check_precision(self.precision)
         if self.checkpoint not in CHECKPOINTS:
             raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, not {self.checkpoint!r}")
         if self.validation_in_training() and self.checkpoint == "best":
@@ -128,6 +127,12 @@ def check_distillation_weight(weight: float) -> None:
     """Raise ValueError unless ``weight`` (the teachers' share) is in [0, 1]."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"distillation_weight must be in [0, 1], not {weight}")
+
+
+def check_precision(precision: str) -> None:
+    """Raise ValueError unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
 
 
 def split_names(split: str) -> List[str]:
@@ -267,8 +272,7 @@ def training_precision(precision: str) -> Iterator[None]:
     """
     import keras
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    check_precision(precision)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
