@@ -4,7 +4,8 @@
         [--rounds 3] [--update-readme]
 
 For each training config (default: the shipped ensemble's two trunks,
-``fer2013_multitask_vgg24_seed7.yaml`` and ``fer2013_multitask_vgg32_recipe.yaml``)
+``fer2013_multitask_vgg24_seed7.yaml`` and ``fer2013_multitask_vgg32_recipe.yaml``,
+and the published-width ``fer2013_multitask_vgg64_recipe.yaml``)
 the config's own model, loss and optimizer train on batches of the config's
 size (random faces: the speed of a step does not depend on what the faces
 show), alternately ``--steps`` steps in float32 and in mixed bfloat16,
@@ -35,7 +36,8 @@ from bench_common import REPO, cpu_model, replace_readme_section
 sys.path.insert(0, str(REPO))  # measure this checkout's training code
 
 DEFAULT_CONFIGS = ("training/configs/fer2013_multitask_vgg24_seed7.yaml",
-                   "training/configs/fer2013_multitask_vgg32_recipe.yaml")
+                   "training/configs/fer2013_multitask_vgg32_recipe.yaml",
+                   "training/configs/fer2013_multitask_vgg64_recipe.yaml")
 PRECISIONS = ("float32", "mixed_bfloat16")
 README_START = "<!-- benchmark: training_precision -->"
 README_END = "<!-- /benchmark: training_precision -->"
