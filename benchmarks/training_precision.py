@@ -39,6 +39,8 @@ DEFAULT_CONFIGS = ("training/configs/fer2013_multitask_vgg24_seed7.yaml",
                    "training/configs/fer2013_multitask_vgg32_recipe.yaml",
                    "training/configs/fer2013_multitask_vgg64_recipe.yaml")
 PRECISIONS = ("float32", "mixed_bfloat16")
+#: Training faces the learning-rate schedule is sized for (it does not change a step's speed).
+SCHEDULE_FACES = 28709
 README_START = "<!-- benchmark: training_precision -->"
 README_END = "<!-- /benchmark: training_precision -->"
 
@@ -57,25 +59,29 @@ def compiled_model(config, precision: str):
     """Build and compile the config's model in ``precision``; return it with a batch."""
     import keras
 
+    from fer_ros.labels import label_set
     from training.common import build_optimizer, training_precision
     from training.models import HEAD_OUTPUTS, build_model, build_multitask
 
     rng = np.random.default_rng(0)
     size = config.batch_size
     faces = rng.integers(0, 256, (size, 48, 48, 1)).astype(np.float32)
+
+    def random_targets(head: str) -> np.ndarray:
+        classes = len(label_set(head))
+        return np.eye(classes, dtype=np.float32)[rng.integers(0, classes, size)]
+
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     with training_precision(precision):
         if config.multitask:
             model = build_multitask(config.architecture, **config.model)
-            targets = {output: np.eye(int(head[0]), dtype=np.float32)[
-                rng.integers(0, int(head[0]), size)] for head, output in HEAD_OUTPUTS.items()}
-            model.compile(optimizer=build_optimizer(config, 28709),
-                          loss={name: loss for name in HEAD_OUTPUTS.values()})
+            targets = {output: random_targets(head) for head, output in HEAD_OUTPUTS.items()}
+            loss = {name: loss for name in HEAD_OUTPUTS.values()}
         else:
-            classes = 3 if config.label_set == "3class" else 7
-            model = build_model(config.architecture, classes, **config.model)
-            targets = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, size)]
-            model.compile(optimizer=build_optimizer(config, 28709), loss=loss)
+            model = build_model(config.architecture, len(label_set(config.label_set)),
+                                **config.model)
+            targets = random_targets(config.label_set)
+        model.compile(optimizer=build_optimizer(config, SCHEDULE_FACES), loss=loss)
         model.train_on_batch(faces, targets)  # traces the step
     return model, faces, targets
 
