@@ -141,10 +141,10 @@ def main() -> int:
         parser.error("--steps and --rounds must be at least 1")
     results = {}
     for path in args.configs:
-        if not (REPO / path).is_file() and not path.is_file():
+        config = path if path.is_file() else REPO / path  # defaults are relative to the repo
+        if not config.is_file():
             parser.error(f"{path}: no such config")
-        results[path.name] = measure(path if path.is_file() else REPO / path,
-                                     args.steps, args.rounds)
+        results[path.name] = measure(config, args.steps, args.rounds)
         print(f"{path.name}: {results[path.name]}", flush=True)
     text = table(results, args.steps, args.rounds)
     print(text)
