@@ -68,13 +68,15 @@ def test_choosing_the_best_epoch_on_training_faces_is_refused():
         TrainConfig(name="typo", checkpoint="final")
 
 
-ALL_DATA_KEYS = {"name", "train_split", "checkpoint", "init_weights"}
+# The compute precision may differ too: bfloat16 trains these trunks 1.3-1.6x
+# faster here with the same accuracy (benchmarks/training_precision.py).
+ALL_DATA_KEYS = {"name", "train_split", "checkpoint", "init_weights", "precision"}
 
 
 @pytest.mark.parametrize("path", [p for p in STATIC_CONFIGS if p.stem.endswith("_all")],
                          ids=lambda path: path.stem)
 def test_all_data_config_keeps_the_schedule_fixed_on_publictest(path):
-    """A ``*_all`` run is its original run on Training + PublicTest, nothing else changed."""
+    """A ``*_all`` run is its original run on Training + PublicTest, its schedule unchanged."""
     import yaml
 
     original_path = path.with_name(path.stem[:-len("_all")] + ".yaml")

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Train the shipped ensemble's three members again on Training + PublicTest
 # (#15's final-model lever): each config is its original run unchanged but for
-# the data and `checkpoint: last` (test_training_configs checks this).
+# the data, `checkpoint: last` and the compute precision (test_training_configs
+# checks this).
 #
 #   training/train_final_models.sh            # from the checkout, after tools/setup.sh
 #
-# About 8 h on 2 CPU cores in all.  Safe to stop and start again: an interrupted
+# About 8 h on 2 CPU cores in float32, about 6 h with the last three in
+# bfloat16 (their configs say so).  Safe to stop and start again: an interrupted
 # run resumes from its last finished epoch, a finished run is skipped.  Then
 # export them as the shipped ensemble is exported (README, "The accuracy round").
 set -euo pipefail
