@@ -90,3 +90,15 @@ def test_all_data_config_keeps_the_schedule_fixed_on_publictest(path):
     differing = {key for key in set(final) | set(original)
                  if final.get(key) != original.get(key)}
     assert differing <= ALL_DATA_KEYS, f"{path.name} changes {differing - ALL_DATA_KEYS}"
+
+
+def test_session_sized_published_width_run_changes_only_its_schedule_length():
+    """``vgg64_recipe35`` is the published-width run on a 35-epoch cosine, nothing else."""
+    import yaml
+
+    folder = CONFIGS[0].parent
+    short, full = (yaml.safe_load((folder / f"fer2013_multitask_{stem}.yaml").read_text())
+                   for stem in ("vgg64_recipe35", "vgg64_recipe"))
+    differing = {key for key in set(short) | set(full) if short.get(key) != full.get(key)}
+    assert differing == {"name", "epochs", "early_stopping_patience"}
+    assert short["epochs"] == 35 and full["epochs"] == 100
